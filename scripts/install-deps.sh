@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages needed to build, test and run the widget store.
+# Idempotent: packages already present are left alone.
+set -euo pipefail
+
+packages=(
+  build-essential pkg-config clang-format
+  librdkafka-dev libpq-dev libmicrohttpd-dev libcjson-dev check libssl-dev uuid-dev
+  postgresql postgresql-contrib postgresql-client
+  openjdk-17-jre-headless maven
+  curl jq procps psmisc
+  kcat
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all packages present"
+  exit 0
+fi
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

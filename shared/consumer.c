@@ -1,0 +1,387 @@
+/*
+ * consumer.c - poll, deduplicate through the inbox, handle, commit, then store
+ * the offset; retry transient failures and dead-letter poison messages.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "consumer.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backoff.h"
+#include "db.h"
+#include "log.h"
+#include "metrics.h"
+#include "outbox.h"
+
+#define DLQ_ORIGINAL_MAX 16384 /* bytes of the original value kept in a dead letter */
+
+struct consumer {
+    struct consumer_config cfg;
+    rd_kafka_t *rk;
+    PGconn *conn;
+    pthread_t thread;
+    atomic_int stop;
+    atomic_int db_ready;
+    atomic_llong handled;
+    struct backoff retry;
+    struct metric *m_consumed, *m_duplicates, *m_skipped, *m_dead, *m_retries, *m_handle_ms;
+};
+
+static double now_ms(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)now.tv_sec * 1000.0 + (double)now.tv_nsec / 1e6;
+}
+
+/* Outcome of one attempt at a message. */
+enum attempt_result { ATTEMPT_DONE, ATTEMPT_TRANSIENT, ATTEMPT_FAILED };
+
+static int consumer_ensure_db(struct consumer *consumer)
+{
+    char err[512];
+
+    if (!db_is_broken(consumer->conn))
+        return 0;
+    PQfinish(consumer->conn);
+    consumer->conn = db_connect(consumer->cfg.db_url, consumer->cfg.name, err, sizeof(err));
+    if (consumer->conn == NULL) {
+        atomic_store(&consumer->db_ready, 0);
+        log_warn("msg=\"consumer cannot connect\" error=\"%s\"", err);
+        return -1;
+    }
+    atomic_store(&consumer->db_ready, 1);
+    return 0;
+}
+
+/*
+ * Inserts the inbox row. Returns 1 if it was new, 0 if the message was handled
+ * before, -1 on failure.
+ */
+static int inbox_claim(PGconn *conn, const char *message_id, const rd_kafka_message_t *msg,
+                       const char *outcome)
+{
+    char partition[16], offset[32];
+    const char *params[] = {message_id, rd_kafka_topic_name(msg->rkt), partition, offset, outcome};
+    PGresult *res;
+    int inserted;
+
+    snprintf(partition, sizeof(partition), "%d", (int)msg->partition);
+    snprintf(offset, sizeof(offset), "%lld", (long long)msg->offset);
+    res = db_query(conn, "inbox insert",
+                   "INSERT INTO inbox (message_id, topic, kafka_partition, kafka_offset, outcome) "
+                   "VALUES ($1, $2, $3::int, $4::bigint, $5) ON CONFLICT (message_id) DO NOTHING",
+                   5, params);
+    if (res == NULL)
+        return -1;
+    inserted = strcmp(PQcmdTuples(res), "1") == 0;
+    PQclear(res);
+    return inserted;
+}
+
+/* Copies at most DLQ_ORIGINAL_MAX bytes of the value, replacing bytes that
+ * are not printable ASCII so the dead letter stays valid JSON text. */
+static char *printable_copy(const rd_kafka_message_t *msg)
+{
+    size_t len = msg->len < DLQ_ORIGINAL_MAX ? msg->len : DLQ_ORIGINAL_MAX;
+    const unsigned char *src = msg->payload;
+    char *copy = malloc(len + 1);
+
+    if (copy == NULL)
+        return NULL;
+    for (size_t i = 0; i < len; i++)
+        copy[i] = (src[i] >= 0x20 && src[i] < 0x7f) ? (char)src[i] : '?';
+    copy[len] = '\0';
+    return copy;
+}
+
+/*
+ * Records a poison message: inbox row (outcome dead_letter) plus a
+ * "dead_letter" envelope in the outbox for <topic>.dlq, in one transaction.
+ */
+static enum attempt_result consumer_dead_letter(struct consumer *consumer,
+                                                const rd_kafka_message_t *msg,
+                                                const struct envelope *env, const char *inbox_id,
+                                                const char *error, int attempts)
+{
+    const char *topic = rd_kafka_topic_name(msg->rkt);
+    char dlq_topic[300], traceparent[64] = "";
+    struct envelope dead;
+    cJSON *payload = cJSON_CreateObject();
+    char *original = printable_copy(msg);
+    int claimed;
+
+    if (payload == NULL || original == NULL) {
+        cJSON_Delete(payload);
+        free(original);
+        return ATTEMPT_TRANSIENT;
+    }
+    snprintf(dlq_topic, sizeof(dlq_topic), "%s.dlq", topic);
+    cJSON_AddStringToObject(payload, "error", error);
+    cJSON_AddStringToObject(payload, "topic", topic);
+    cJSON_AddNumberToObject(payload, "partition", msg->partition);
+    cJSON_AddNumberToObject(payload, "offset", (double)msg->offset);
+    cJSON_AddNumberToObject(payload, "attempts", attempts);
+    cJSON_AddStringToObject(payload, "group", consumer->cfg.kafka.group_id);
+    cJSON_AddStringToObject(payload, "original_id", env ? env->id : "");
+    cJSON_AddStringToObject(payload, "original_type", env ? env->type : "");
+    cJSON_AddNumberToObject(payload, "original_bytes", (double)msg->len);
+    cJSON_AddStringToObject(payload, "original_value", original);
+    free(original);
+    if (envelope_build(&dead, "dead_letter", env ? env->saga_id : "", consumer->cfg.name, env,
+                       payload) != 0)
+        return ATTEMPT_TRANSIENT;
+    kafka_header(msg, "traceparent", traceparent, sizeof(traceparent));
+
+    if (db_begin(consumer->conn) != 0)
+        goto transient;
+    claimed = inbox_claim(consumer->conn, inbox_id, msg, "dead_letter");
+    if (claimed < 0)
+        goto rollback;
+    if (claimed == 1 &&
+        outbox_enqueue(consumer->conn, dlq_topic, env ? env->saga_id : inbox_id, &dead,
+                       traceparent) != 0)
+        goto rollback;
+    if (db_commit(consumer->conn) != 0)
+        goto transient;
+    envelope_free(&dead);
+    if (claimed == 1) {
+        metrics_inc(consumer->m_dead);
+        log_error("msg=\"message dead-lettered\" topic=%s partition=%d offset=%lld "
+                  "message_id=%s attempts=%d error=\"%s\"",
+                  topic, (int)msg->partition, (long long)msg->offset, inbox_id, attempts, error);
+    }
+    return ATTEMPT_DONE;
+rollback:
+    db_rollback(consumer->conn);
+transient:
+    envelope_free(&dead);
+    return ATTEMPT_TRANSIENT;
+}
+
+/* One attempt: inbox claim, handler, commit. */
+static enum attempt_result consumer_attempt(struct consumer *consumer,
+                                            const rd_kafka_message_t *msg,
+                                            const struct consumer_message *cmsg, char *err,
+                                            size_t errlen)
+{
+    int claimed, rc;
+    double started = now_ms();
+
+    if (db_begin(consumer->conn) != 0)
+        return ATTEMPT_TRANSIENT;
+    claimed = inbox_claim(consumer->conn, cmsg->env->id, msg, "handled");
+    if (claimed < 0)
+        goto rollback_transient;
+    if (claimed == 0) {
+        /* Handled before (a duplicate or a replay): nothing to do. */
+        if (db_rollback(consumer->conn) != 0)
+            return ATTEMPT_TRANSIENT;
+        metrics_inc(consumer->m_duplicates);
+        log_debug("msg=\"duplicate skipped\" message_id=%s", cmsg->env->id);
+        return ATTEMPT_DONE;
+    }
+    rc = consumer->cfg.handler(consumer->conn, cmsg, consumer->cfg.handler_arg, err, errlen);
+    if (rc == CONSUMER_OK || rc == CONSUMER_SKIP) {
+        if (db_commit(consumer->conn) != 0)
+            return ATTEMPT_TRANSIENT;
+        metrics_inc(rc == CONSUMER_OK ? consumer->m_consumed : consumer->m_skipped);
+        metrics_observe_ms(consumer->m_handle_ms, now_ms() - started);
+        return ATTEMPT_DONE;
+    }
+    if (rc == CONSUMER_RETRY || db_is_broken(consumer->conn))
+        goto rollback_transient;
+    db_rollback(consumer->conn);
+    if (err[0] == '\0')
+        snprintf(err, errlen, "handler failed");
+    return ATTEMPT_FAILED;
+rollback_transient:
+    db_rollback(consumer->conn);
+    return ATTEMPT_TRANSIENT;
+}
+
+/* Handles msg until it is done (applied, duplicate or dead-lettered), or the
+ * consumer is stopping. Returns 1 when done, 0 when interrupted. */
+static int consumer_process(struct consumer *consumer, const rd_kafka_message_t *msg)
+{
+    struct envelope env;
+    char decode_err[256], err[512], key[ENVELOPE_KEY_MAX] = "", traceparent[64] = "";
+    char inbox_id[320], last_error[512] = "";
+    struct consumer_message cmsg;
+    int decoded, failures = 0;
+
+    decoded = envelope_decode(msg->payload, msg->len, &env, decode_err, sizeof(decode_err)) == 0;
+    if (msg->key && msg->key_len < sizeof(key)) {
+        memcpy(key, msg->key, msg->key_len);
+        key[msg->key_len] = '\0';
+    }
+    kafka_header(msg, "traceparent", traceparent, sizeof(traceparent));
+    snprintf(inbox_id, sizeof(inbox_id), "%s/%d/%lld", rd_kafka_topic_name(msg->rkt),
+             (int)msg->partition, (long long)msg->offset);
+    cmsg = (struct consumer_message){.env = &env,
+                                     .topic = rd_kafka_topic_name(msg->rkt),
+                                     .partition = msg->partition,
+                                     .offset = msg->offset,
+                                     .key = key,
+                                     .traceparent = traceparent};
+    backoff_reset(&consumer->retry);
+    while (!atomic_load(&consumer->stop)) {
+        enum attempt_result result;
+
+        if (consumer_ensure_db(consumer) != 0) {
+            backoff_sleep_ms(backoff_next(&consumer->retry));
+            continue;
+        }
+        err[0] = '\0';
+        if (!decoded) {
+            snprintf(err, sizeof(err), "cannot decode: %s", decode_err);
+            result = consumer_dead_letter(consumer, msg, NULL, inbox_id, err, 1);
+        } else if (failures >= consumer->cfg.max_attempts) {
+            result = consumer_dead_letter(consumer, msg, &env, env.id, last_error, failures);
+        } else {
+            result = consumer_attempt(consumer, msg, &cmsg, err, sizeof(err));
+        }
+        if (result == ATTEMPT_DONE) {
+            envelope_free(&env);
+            return 1;
+        }
+        if (result == ATTEMPT_FAILED) {
+            failures++;
+            snprintf(last_error, sizeof(last_error), "%s", err);
+            log_warn("msg=\"handler failed\" topic=%s offset=%lld message_id=%s type=%s "
+                     "attempt=%d error=\"%s\"",
+                     cmsg.topic, (long long)msg->offset, env.id, env.type, failures, err);
+            /* Keep the reason for the dead letter written on the last round. */
+            if (failures >= consumer->cfg.max_attempts) {
+                result = consumer_dead_letter(consumer, msg, &env, env.id, last_error, failures);
+                if (result == ATTEMPT_DONE) {
+                    envelope_free(&env);
+                    return 1;
+                }
+            }
+        }
+        metrics_inc(consumer->m_retries);
+        backoff_sleep_ms(backoff_next(&consumer->retry));
+    }
+    envelope_free(&env);
+    return 0;
+}
+
+static void consumer_store_offset(struct consumer *consumer, const rd_kafka_message_t *msg)
+{
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_resp_err_t err;
+
+    rd_kafka_topic_partition_list_add(list, rd_kafka_topic_name(msg->rkt), msg->partition)
+        ->offset = msg->offset + 1;
+    err = rd_kafka_offsets_store(consumer->rk, list);
+    /* A revoked partition refuses the store; its next owner re-reads the
+     * message and the inbox makes that harmless. */
+    if (err)
+        log_debug("msg=\"offset store refused\" error=\"%s\"", rd_kafka_err2str(err));
+    rd_kafka_topic_partition_list_destroy(list);
+}
+
+static void *consumer_main(void *arg)
+{
+    struct consumer *consumer = arg;
+
+    while (!atomic_load(&consumer->stop)) {
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(consumer->rk, 200);
+
+        if (msg == NULL) {
+            consumer_ensure_db(consumer);
+            continue;
+        }
+        if (msg->err) {
+            if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                log_warn("msg=\"consume error\" error=\"%s\"", rd_kafka_message_errstr(msg));
+            rd_kafka_message_destroy(msg);
+            continue;
+        }
+        if (consumer_process(consumer, msg)) {
+            atomic_fetch_add(&consumer->handled, 1);
+            consumer_store_offset(consumer, msg);
+        }
+        rd_kafka_message_destroy(msg);
+    }
+    return NULL;
+}
+
+struct consumer *consumer_start(const struct consumer_config *cfg, char *err, size_t errlen)
+{
+    struct consumer *consumer = calloc(1, sizeof(*consumer));
+
+    if (consumer == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    consumer->cfg = *cfg;
+    if (consumer->cfg.max_attempts <= 0)
+        consumer->cfg.max_attempts = 5;
+    if (consumer->cfg.retry_base_ms <= 0)
+        consumer->cfg.retry_base_ms = 50;
+    if (consumer->cfg.retry_max_ms <= 0)
+        consumer->cfg.retry_max_ms = 5000;
+    backoff_init(&consumer->retry, consumer->cfg.retry_base_ms, consumer->cfg.retry_max_ms, 0);
+    consumer->rk = kafka_consumer_new(&consumer->cfg.kafka, consumer->cfg.topics, err, errlen);
+    if (consumer->rk == NULL) {
+        free(consumer);
+        return NULL;
+    }
+    consumer->m_consumed = metrics_counter("messages_handled_total", NULL,
+                                           "Messages applied by a handler and committed");
+    consumer->m_duplicates = metrics_counter("messages_duplicate_total", NULL,
+                                             "Messages skipped because the inbox had them");
+    consumer->m_skipped = metrics_counter("messages_skipped_total", NULL,
+                                          "Messages of unknown type, skipped and counted");
+    consumer->m_dead = metrics_counter("messages_dead_lettered_total", NULL,
+                                       "Messages sent to a dead-letter topic");
+    consumer->m_retries = metrics_counter("handler_retries_total", NULL,
+                                          "Retries after transient or handler failures");
+    consumer->m_handle_ms = metrics_histogram("handler_duration_ms", NULL,
+                                              "Time from inbox insert to commit");
+    if (pthread_create(&consumer->thread, NULL, consumer_main, consumer) != 0) {
+        snprintf(err, errlen, "cannot start the consumer thread");
+        rd_kafka_destroy(consumer->rk);
+        free(consumer);
+        return NULL;
+    }
+    return consumer;
+}
+
+int consumer_is_ready(const struct consumer *consumer)
+{
+    rd_kafka_topic_partition_list_t *assignment = NULL;
+    int ready;
+
+    if (consumer == NULL || !atomic_load(&((struct consumer *)consumer)->db_ready))
+        return 0;
+    if (rd_kafka_assignment(consumer->rk, &assignment) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return 0;
+    ready = assignment->cnt > 0;
+    rd_kafka_topic_partition_list_destroy(assignment);
+    return ready;
+}
+
+long long consumer_handled(const struct consumer *consumer)
+{
+    return consumer ? atomic_load(&((struct consumer *)consumer)->handled) : 0;
+}
+
+void consumer_stop(struct consumer *consumer)
+{
+    if (consumer == NULL)
+        return;
+    atomic_store(&consumer->stop, 1);
+    pthread_join(consumer->thread, NULL);
+    rd_kafka_consumer_close(consumer->rk);
+    rd_kafka_destroy(consumer->rk);
+    PQfinish(consumer->conn);
+    free(consumer);
+}

@@ -1,0 +1,84 @@
+/*
+ * consumer.h - the idempotent consumer (inbox pattern). A thread polls Kafka
+ * and, for each message, runs one local transaction:
+ *
+ *   INSERT INTO inbox (message id)  -- a conflict means "already done": skip
+ *   handler(conn, message)          -- state change + outbox_enqueue() calls
+ *   COMMIT
+ *
+ * and only then stores the offset for commit. Redeliveries, duplicates and
+ * replays from offset 0 therefore change nothing.
+ *
+ * Failures: a transient one (database or broker down, serialization failure)
+ * is retried with exponential backoff and jitter, forever, without moving on.
+ * A handler that fails the same message max_attempts times, and a message that
+ * cannot be parsed, is sent to "<topic>.dlq" (through the outbox, in the same
+ * transaction that records it in the inbox) with the error, origin topic,
+ * partition, offset and attempt count, and the partition moves on.
+ */
+#ifndef SHARED_CONSUMER_H
+#define SHARED_CONSUMER_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "envelope.h"
+#include "kafka.h"
+
+/* What a handler returns. */
+enum consumer_result {
+    CONSUMER_OK = 0,      /* applied; commit */
+    CONSUMER_SKIP = 1,    /* unknown type or nothing to do; commit, count as skipped */
+    CONSUMER_RETRY = -1,  /* transient failure; roll back and retry later */
+    CONSUMER_FAIL = -2,   /* this message failed; counts towards the dead-letter limit */
+};
+
+struct consumer_message {
+    const struct envelope *env;
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    const char *key;         /* "" when the message had none */
+    const char *traceparent; /* "" when the message had none */
+};
+
+/*
+ * Handles one message inside the open transaction on conn. Must not commit or
+ * roll back. On CONSUMER_FAIL it may write a reason into err.
+ */
+typedef int (*consumer_handler_fn)(PGconn *conn, const struct consumer_message *msg, void *arg,
+                                   char *err, size_t errlen);
+
+struct consumer_config {
+    const char *db_url;
+    const char *name;            /* service name: logs, application_name, DLQ producer */
+    struct kafka_settings kafka; /* group_id required */
+    const char *const *topics;   /* NULL-terminated */
+    int max_attempts;            /* failures before the dead-letter topic; default 5 */
+    long retry_base_ms;          /* backoff start; default 50 */
+    long retry_max_ms;           /* backoff cap; default 5000 */
+    consumer_handler_fn handler;
+    void *handler_arg;
+};
+
+struct consumer; /* opaque */
+
+/*
+ * Starts the consumer thread. cfg's strings and topics must outlive the
+ * consumer. Returns NULL with the reason in err if Kafka cannot be configured;
+ * an unreachable database or broker is retried by the thread instead.
+ */
+struct consumer *consumer_start(const struct consumer_config *cfg, char *err, size_t errlen);
+
+/* Returns 1 once the thread has a database connection and a Kafka assignment. */
+int consumer_is_ready(const struct consumer *consumer);
+
+/* Messages handled (committed, duplicates included) so far. */
+long long consumer_handled(const struct consumer *consumer);
+
+/* Stops the thread after the message in hand, commits stored offsets, frees
+ * everything. Accepts NULL. */
+void consumer_stop(struct consumer *consumer);
+
+#endif

@@ -1,0 +1,121 @@
+/*
+ * db.c - libpq helpers with one error convention: NULL or -1 on failure,
+ * logged once where it happens.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "db.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+
+static _Thread_local char last_sqlstate[6];
+
+PGconn *db_connect(const char *url, const char *app_name, char *err, size_t errlen)
+{
+    const char *keys[] = {"dbname", "application_name", "connect_timeout", NULL};
+    const char *values[] = {url, app_name ? app_name : "widget-store", "5", NULL};
+    PGconn *conn;
+
+    /* expand_dbname=1 lets url be a full connection URI or key=value string. */
+    conn = PQconnectdbParams(keys, values, 1);
+    if (conn == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (PQstatus(conn) != CONNECTION_OK) {
+        const char *msg = PQerrorMessage(conn);
+        size_t len = strlen(msg);
+
+        while (len > 0 && msg[len - 1] == '\n')
+            len--;
+        snprintf(err, errlen, "%.*s", (int)len, msg);
+        PQfinish(conn);
+        return NULL;
+    }
+    PQsetNoticeProcessor(conn, log_pq_notice, NULL);
+    return conn;
+}
+
+static void note_failure(PGconn *conn, const char *what, PGresult *res)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(conn);
+    size_t len = strlen(msg);
+
+    snprintf(last_sqlstate, sizeof(last_sqlstate), "%s", state ? state : "");
+    while (len > 0 && msg[len - 1] == '\n')
+        len--;
+    /* Duplicate keys are often expected (idempotency); the caller decides. */
+    log_warn("msg=\"query failed\" what=%s sqlstate=%s error=\"%.*s\"", what,
+             state ? state : "none", (int)len, msg);
+}
+
+PGresult *db_query(PGconn *conn, const char *what, const char *sql, int nparams,
+                   const char *const *params)
+{
+    PGresult *res;
+    ExecStatusType status;
+
+    last_sqlstate[0] = '\0';
+    if (conn == NULL)
+        return NULL;
+    res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
+        return res;
+    note_failure(conn, what, res);
+    PQclear(res);
+    return NULL;
+}
+
+int db_exec(PGconn *conn, const char *what, const char *sql, int nparams,
+            const char *const *params)
+{
+    PGresult *res = db_query(conn, what, sql, nparams, params);
+
+    if (res == NULL)
+        return -1;
+    PQclear(res);
+    return 0;
+}
+
+int db_begin(PGconn *conn)
+{
+    return db_exec(conn, "begin", "BEGIN", 0, NULL);
+}
+
+int db_commit(PGconn *conn)
+{
+    return db_exec(conn, "commit", "COMMIT", 0, NULL);
+}
+
+int db_rollback(PGconn *conn)
+{
+    if (db_is_broken(conn))
+        return -1;
+    return db_exec(conn, "rollback", "ROLLBACK", 0, NULL);
+}
+
+int db_is_broken(PGconn *conn)
+{
+    return conn == NULL || PQstatus(conn) == CONNECTION_BAD;
+}
+
+int db_last_failure_transient(PGconn *conn)
+{
+    if (db_is_broken(conn))
+        return 1;
+    if (last_sqlstate[0] == '\0')
+        return 1; /* no SQLSTATE: the server never answered */
+    if (strncmp(last_sqlstate, "08", 2) == 0 || strncmp(last_sqlstate, "40", 2) == 0 ||
+        strncmp(last_sqlstate, "53", 2) == 0 || strncmp(last_sqlstate, "57P0", 4) == 0)
+        return 1;
+    return 0;
+}
+
+const char *db_last_sqlstate(void)
+{
+    return last_sqlstate;
+}

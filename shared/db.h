@@ -1,0 +1,53 @@
+/*
+ * db.h - small helpers over libpq: connect with the notice processor routed to
+ * the logger, run parameterised statements with uniform error reporting, and
+ * classify failures as transient (retry) or not.
+ *
+ * Only parameterised statements are offered for anything carrying data.
+ */
+#ifndef SHARED_DB_H
+#define SHARED_DB_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+
+/*
+ * Opens a connection to url. On success returns the connection (release with
+ * PQfinish) with notices routed to the logger and application_name set to
+ * app_name. On failure returns NULL and writes the reason into err.
+ */
+PGconn *db_connect(const char *url, const char *app_name, char *err, size_t errlen);
+
+/*
+ * Runs sql with nparams text parameters. Returns the result when the status
+ * is PGRES_COMMAND_OK or PGRES_TUPLES_OK (the caller PQclear()s it); otherwise
+ * logs the error once with what, records its SQLSTATE for db_last_failure_transient(),
+ * and returns NULL.
+ */
+PGresult *db_query(PGconn *conn, const char *what, const char *sql, int nparams,
+                   const char *const *params);
+
+/* Like db_query for statements whose rows are not needed. Returns 0 or -1. */
+int db_exec(PGconn *conn, const char *what, const char *sql, int nparams,
+            const char *const *params);
+
+/* BEGIN / COMMIT / ROLLBACK. Return 0 or -1. ROLLBACK on a broken connection
+ * is a no-op that returns -1. */
+int db_begin(PGconn *conn);
+int db_commit(PGconn *conn);
+int db_rollback(PGconn *conn);
+
+/*
+ * Returns 1 if the last failure seen by db_query/db_exec on this thread was
+ * transient: the connection broke, or SQLSTATE class 08 (connection), 40
+ * (serialization, deadlock), 53 (resources), 57P01-57P03 (shutdown). Else 0.
+ */
+int db_last_failure_transient(PGconn *conn);
+
+/* Returns 1 if conn is NULL or its connection is gone. */
+int db_is_broken(PGconn *conn);
+
+/* Returns the SQLSTATE of the last failure on this thread ("" if none). */
+const char *db_last_sqlstate(void);
+
+#endif

@@ -1,0 +1,223 @@
+/*
+ * kafka.c - producer, consumer and admin helpers over librdkafka.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "kafka.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+
+static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    log_rdkafka_cb(rk, level, fac, buf);
+}
+
+static void kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    /* Broker-down errors are routine during restarts: librdkafka reconnects. */
+    log_warn("msg=\"kafka error\" code=%s reason=\"%s\"", rd_kafka_err2name((rd_kafka_resp_err_t)err),
+             reason);
+}
+
+static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, char *err,
+                    size_t errlen)
+{
+    if (rd_kafka_conf_set(conf, name, value, err, errlen) != RD_KAFKA_CONF_OK)
+        return -1;
+    return 0;
+}
+
+static rd_kafka_conf_t *base_conf(const struct kafka_settings *settings, char *err, size_t errlen)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+
+    rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
+    rd_kafka_conf_set_error_cb(conf, kafka_error_cb);
+    if (conf_set(conf, "bootstrap.servers", settings->brokers, err, errlen) != 0 ||
+        conf_set(conf, "client.id", settings->client_id ? settings->client_id : "widget-store",
+                 err, errlen) != 0 ||
+        conf_set(conf, "socket.nagle.disable", "true", err, errlen) != 0 ||
+        conf_set(conf, "reconnect.backoff.ms", "50", err, errlen) != 0 ||
+        conf_set(conf, "reconnect.backoff.max.ms", "1000", err, errlen) != 0) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    return conf;
+}
+
+rd_kafka_t *kafka_producer_new(const struct kafka_settings *settings,
+                               void (*dr_cb)(rd_kafka_t *rk, const rd_kafka_message_t *msg,
+                                             void *opaque),
+                               char *err, size_t errlen)
+{
+    rd_kafka_conf_t *conf = base_conf(settings, err, errlen);
+    char linger[32];
+    rd_kafka_t *rk;
+
+    if (conf == NULL)
+        return NULL;
+    snprintf(linger, sizeof(linger), "%g", settings->linger_ms);
+    /* Idempotence implies acks=all and bounded in-flight requests, which keeps
+     * per-partition order across internal retries. */
+    if (conf_set(conf, "enable.idempotence", "true", err, errlen) != 0 ||
+        conf_set(conf, "acks", "all", err, errlen) != 0 ||
+        conf_set(conf, "linger.ms", linger, err, errlen) != 0 ||
+        conf_set(conf, "message.timeout.ms", "60000", err, errlen) != 0 ||
+        conf_set(conf, "batch.num.messages", "10000", err, errlen) != 0 ||
+        conf_set(conf, "queue.buffering.max.messages", "200000", err, errlen) != 0 ||
+        conf_set(conf, "compression.codec", "none", err, errlen) != 0) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    if (dr_cb)
+        rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, errlen);
+    if (rk == NULL)
+        rd_kafka_conf_destroy(conf);
+    return rk;
+}
+
+rd_kafka_t *kafka_consumer_new(const struct kafka_settings *settings, const char *const *topics,
+                               char *err, size_t errlen)
+{
+    rd_kafka_conf_t *conf = base_conf(settings, err, errlen);
+    rd_kafka_topic_partition_list_t *subscription = NULL;
+    rd_kafka_resp_err_t rerr;
+    char session[32];
+    rd_kafka_t *rk;
+    int count = 0;
+
+    if (conf == NULL)
+        return NULL;
+    snprintf(session, sizeof(session), "%ld",
+             settings->session_timeout_ms > 0 ? settings->session_timeout_ms : 6000);
+    if (conf_set(conf, "group.id", settings->group_id, err, errlen) != 0 ||
+        conf_set(conf, "enable.auto.commit", "true", err, errlen) != 0 ||
+        conf_set(conf, "enable.auto.offset.store", "false", err, errlen) != 0 ||
+        conf_set(conf, "auto.commit.interval.ms", "200", err, errlen) != 0 ||
+        conf_set(conf, "auto.offset.reset", "earliest", err, errlen) != 0 ||
+        conf_set(conf, "session.timeout.ms", session, err, errlen) != 0 ||
+        conf_set(conf, "heartbeat.interval.ms", "1000", err, errlen) != 0 ||
+        conf_set(conf, "fetch.wait.max.ms", "100", err, errlen) != 0 ||
+        conf_set(conf, "fetch.error.backoff.ms", "50", err, errlen) != 0 ||
+        conf_set(conf, "partition.assignment.strategy", "cooperative-sticky", err, errlen) != 0) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    if (settings->instance_id && settings->instance_id[0] &&
+        conf_set(conf, "group.instance.id", settings->instance_id, err, errlen) != 0) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, errlen);
+    if (rk == NULL) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_poll_set_consumer(rk);
+    for (const char *const *t = topics; *t; t++)
+        count++;
+    subscription = rd_kafka_topic_partition_list_new(count);
+    for (const char *const *t = topics; *t; t++)
+        rd_kafka_topic_partition_list_add(subscription, *t, RD_KAFKA_PARTITION_UA);
+    rerr = rd_kafka_subscribe(rk, subscription);
+    rd_kafka_topic_partition_list_destroy(subscription);
+    if (rerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        snprintf(err, errlen, "subscribe: %s", rd_kafka_err2str(rerr));
+        rd_kafka_destroy(rk);
+        return NULL;
+    }
+    return rk;
+}
+
+int kafka_ensure_topics(const char *brokers, const char *const *topics, int partitions,
+                        int timeout_ms, char *err, size_t errlen)
+{
+    struct kafka_settings settings = {.brokers = brokers, .client_id = "topic-admin"};
+    rd_kafka_conf_t *conf = base_conf(&settings, err, errlen);
+    rd_kafka_NewTopic_t *new_topics[64];
+    rd_kafka_AdminOptions_t *options = NULL;
+    rd_kafka_queue_t *queue = NULL;
+    rd_kafka_event_t *event = NULL;
+    rd_kafka_t *rk = NULL;
+    size_t count = 0;
+    int rc = -1;
+
+    if (conf == NULL)
+        return -1;
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, errlen);
+    if (rk == NULL) {
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    for (const char *const *t = topics; *t && count < 64; t++) {
+        new_topics[count] = rd_kafka_NewTopic_new(*t, partitions, 1, err, errlen);
+        if (new_topics[count] == NULL)
+            goto out;
+        count++;
+    }
+    options = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    rd_kafka_AdminOptions_set_request_timeout(options, timeout_ms, err, errlen);
+    rd_kafka_AdminOptions_set_operation_timeout(options, timeout_ms, err, errlen);
+    queue = rd_kafka_queue_new(rk);
+    rd_kafka_CreateTopics(rk, new_topics, count, options, queue);
+    event = rd_kafka_queue_poll(queue, timeout_ms + 2000);
+    if (event == NULL) {
+        snprintf(err, errlen, "create topics: no answer within %d ms", timeout_ms);
+        goto out;
+    }
+    if (rd_kafka_event_error(event)) {
+        snprintf(err, errlen, "create topics: %s", rd_kafka_event_error_string(event));
+        goto out;
+    }
+    {
+        const rd_kafka_CreateTopics_result_t *result = rd_kafka_event_CreateTopics_result(event);
+        size_t n = 0;
+        const rd_kafka_topic_result_t **results = rd_kafka_CreateTopics_result_topics(result, &n);
+
+        for (size_t i = 0; i < n; i++) {
+            rd_kafka_resp_err_t terr = rd_kafka_topic_result_error(results[i]);
+
+            if (terr != RD_KAFKA_RESP_ERR_NO_ERROR &&
+                terr != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+                snprintf(err, errlen, "create topic %s: %s", rd_kafka_topic_result_name(results[i]),
+                         rd_kafka_topic_result_error_string(results[i]));
+                goto out;
+            }
+        }
+    }
+    rc = 0;
+out:
+    if (event)
+        rd_kafka_event_destroy(event);
+    if (queue)
+        rd_kafka_queue_destroy(queue);
+    if (options)
+        rd_kafka_AdminOptions_destroy(options);
+    for (size_t i = 0; i < count; i++)
+        rd_kafka_NewTopic_destroy(new_topics[i]);
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
+int kafka_header(const rd_kafka_message_t *msg, const char *name, char *out, size_t cap)
+{
+    rd_kafka_headers_t *headers = NULL;
+    const void *value;
+    size_t size;
+
+    if (rd_kafka_message_headers(msg, &headers) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return -1;
+    if (rd_kafka_header_get_last(headers, name, &value, &size) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        value == NULL)
+        return -1;
+    if (size >= cap)
+        size = cap - 1;
+    memcpy(out, value, size);
+    out[size] = '\0';
+    return 0;
+}

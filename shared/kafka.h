@@ -1,0 +1,56 @@
+/*
+ * kafka.h - librdkafka wrappers with the project's settings baked in:
+ * idempotent producer (acks=all, small linger), consumers that never commit an
+ * offset on their own before the application stored it, librdkafka's log
+ * routed to the logger, and topic creation at start-up.
+ */
+#ifndef SHARED_KAFKA_H
+#define SHARED_KAFKA_H
+
+#include <librdkafka/rdkafka.h>
+#include <stddef.h>
+
+struct kafka_settings {
+    const char *brokers;     /* bootstrap servers, "host:port[,host:port]" */
+    const char *client_id;   /* shown in broker logs */
+    double linger_ms;        /* producer batching delay; <= 1 keeps latency low */
+    const char *group_id;    /* consumers only */
+    const char *instance_id; /* static membership; NULL or "" to disable */
+    long session_timeout_ms; /* consumers: how fast a dead member is evicted */
+};
+
+/*
+ * Creates an idempotent producer. dr_cb, if not NULL, receives one delivery
+ * report per message (served by rd_kafka_poll/rd_kafka_flush). Returns the
+ * handle (release with rd_kafka_destroy after rd_kafka_flush) or NULL with the
+ * reason in err.
+ */
+rd_kafka_t *kafka_producer_new(const struct kafka_settings *settings,
+                               void (*dr_cb)(rd_kafka_t *rk, const rd_kafka_message_t *msg,
+                                             void *opaque),
+                               char *err, size_t errlen);
+
+/*
+ * Creates a consumer in settings->group_id subscribed to topics (a
+ * NULL-terminated array). Offsets are committed automatically, but only those
+ * the application stored with rd_kafka_offsets_store() after its database
+ * commit. A new group starts from the earliest offset. Returns the handle
+ * (close with rd_kafka_consumer_close, then rd_kafka_destroy) or NULL.
+ */
+rd_kafka_t *kafka_consumer_new(const struct kafka_settings *settings, const char *const *topics,
+                               char *err, size_t errlen);
+
+/*
+ * Creates each topic of the NULL-terminated array that does not exist yet,
+ * with partitions partitions and replication factor 1. Existing topics are left
+ * alone. Returns 0, or -1 with the reason in err (e.g. broker unreachable
+ * within timeout_ms).
+ */
+int kafka_ensure_topics(const char *brokers, const char *const *topics, int partitions,
+                        int timeout_ms, char *err, size_t errlen);
+
+/* Returns the value of header name in msg as a NUL-terminated copy in out
+ * (truncated to cap), or -1 if absent. */
+int kafka_header(const rd_kafka_message_t *msg, const char *name, char *out, size_t cap);
+
+#endif

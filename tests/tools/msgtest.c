@@ -1,0 +1,531 @@
+/*
+ * msgtest.c - a generic test service built only on shared/, used by the
+ * integration tests and the benchmark to exercise the messaging core against a
+ * real PostgreSQL and Kafka. Each sub-command is one process the tests can
+ * start, kill and restart on its own:
+ *
+ *   msgtest relay                    run an outbox relay until SIGTERM
+ *   msgtest consume                  run the idempotent consumer until SIGTERM
+ *   msgtest write FIRST COUNT [ROLLBACK_EVERY]
+ *                                    enqueue messages seq FIRST..FIRST+COUNT-1,
+ *                                    one transaction each, retrying through
+ *                                    database outages; every ROLLBACK_EVERY-th
+ *                                    extra transaction is rolled back
+ *   msgtest poison SEQ               enqueue one message its handler rejects
+ *   msgtest produce TOPIC KEY        produce stdin as one raw message
+ *   msgtest dump TOPIC               print every message of TOPIC, one per line
+ *   msgtest rewind GROUP TOPIC       set GROUP's offsets on TOPIC to the start
+ *   msgtest lag GROUP TOPIC          print GROUP's total lag on TOPIC
+ *
+ * Environment: MSGTEST_DATABASE_URL, KAFKA_BROKERS (default localhost:9092),
+ * MSGTEST_TOPIC (default msgtest.in), MSGTEST_GROUP (default msgtest),
+ * ADMIN_PORT (0 = no admin server), MSGTEST_HANDLER_DELAY_US.
+ *
+ * The consumer's effect is a row per seq in table effects with an applied
+ * counter that a second application would raise to 2, so the tests can see a
+ * double effect instead of it being hidden by a primary key.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "admin_http.h"
+#include "backoff.h"
+#include "config.h"
+#include "consumer.h"
+#include "db.h"
+#include "envelope.h"
+#include "kafka.h"
+#include "log.h"
+#include "outbox.h"
+#include "relay.h"
+
+static char database_url[512];
+static char brokers[256];
+static char topic[128];
+static char group[128];
+static char instance_id[128];
+static long admin_port;
+static long handler_delay_us;
+static long batch_size;
+static volatile sig_atomic_t stopping;
+
+static const struct config_entry config_table[] = {
+    {"MSGTEST_DATABASE_URL", CONFIG_STRING, database_url, sizeof(database_url), NULL, 0, 0,
+     "PostgreSQL URL of the test database"},
+    {"KAFKA_BROKERS", CONFIG_STRING, brokers, sizeof(brokers), "localhost:9092", 0, 0,
+     "Kafka bootstrap servers"},
+    {"MSGTEST_TOPIC", CONFIG_STRING, topic, sizeof(topic), "msgtest.in", 0, 0, "topic used"},
+    {"MSGTEST_GROUP", CONFIG_STRING, group, sizeof(group), "msgtest", 0, 0, "consumer group"},
+    {"MSGTEST_INSTANCE_ID", CONFIG_STRING, instance_id, sizeof(instance_id), "", 0, 0,
+     "static group membership id"},
+    {"ADMIN_PORT", CONFIG_INT, &admin_port, 0, "0", 0, 65535, "admin HTTP port, 0 for none"},
+    {"MSGTEST_HANDLER_DELAY_US", CONFIG_INT, &handler_delay_us, 0, "0", 0, 1000000,
+     "extra time spent in each handler (ms resolution)"},
+    {"RELAY_BATCH_SIZE", CONFIG_INT, &batch_size, 0, "2000", 1, 100000, "relay batch size"},
+};
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stopping = 1;
+}
+
+static void wait_for_signal(void)
+{
+    struct sigaction sa = {.sa_handler = on_signal};
+
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    while (!stopping)
+        pause();
+}
+
+static PGconn *connect_retrying(void)
+{
+    struct backoff retry;
+    char err[512];
+    PGconn *conn;
+
+    backoff_init(&retry, 100, 2000, 0);
+    while ((conn = db_connect(database_url, "msgtest", err, sizeof(err))) == NULL) {
+        log_warn("msg=\"connect failed, retrying\" error=\"%s\"", err);
+        backoff_sleep_ms(backoff_next(&retry));
+    }
+    return conn;
+}
+
+static int ensure_schema(PGconn *conn)
+{
+    return db_exec(conn, "effects table",
+                   "CREATE TABLE IF NOT EXISTS effects (seq bigint PRIMARY KEY, "
+                   "applied integer NOT NULL, message_id uuid NOT NULL, "
+                   "applied_at timestamptz NOT NULL DEFAULT clock_timestamp())",
+                   0, NULL);
+}
+
+static int handle(PGconn *conn, const struct consumer_message *msg, void *arg, char *err,
+                  size_t errlen)
+{
+    const cJSON *seq = cJSON_GetObjectItemCaseSensitive(msg->env->payload, "seq");
+    char seq_text[32];
+    const char *params[] = {seq_text, msg->env->id};
+
+    (void)arg;
+    if (strcmp(msg->env->type, "test_event") != 0)
+        return CONSUMER_SKIP;
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(msg->env->payload, "poison"))) {
+        snprintf(err, errlen, "poison payload rejected by handler");
+        return CONSUMER_FAIL;
+    }
+    if (!cJSON_IsNumber(seq)) {
+        snprintf(err, errlen, "payload.seq missing");
+        return CONSUMER_FAIL;
+    }
+    snprintf(seq_text, sizeof(seq_text), "%.0f", seq->valuedouble);
+    if (handler_delay_us > 0)
+        backoff_sleep_ms(handler_delay_us / 1000);
+    if (db_exec(conn, "apply effect",
+                "INSERT INTO effects (seq, applied, message_id) VALUES ($1::bigint, 1, $2) "
+                "ON CONFLICT (seq) DO UPDATE SET applied = effects.applied + 1",
+                2, params) != 0)
+        return CONSUMER_RETRY;
+    return CONSUMER_OK;
+}
+
+static struct kafka_settings kafka_settings(const char *client_id)
+{
+    return (struct kafka_settings){.brokers = brokers,
+                                   .client_id = client_id,
+                                   .linger_ms = 1,
+                                   .group_id = group,
+                                   .instance_id = instance_id,
+                                   .session_timeout_ms = 6000};
+}
+
+static struct admin_http *maybe_admin(admin_ready_fn ready, void *arg)
+{
+    char err[256];
+    struct admin_http *admin;
+
+    if (admin_port == 0)
+        return NULL;
+    admin = admin_http_start((int)admin_port, ready, arg, NULL, NULL, err, sizeof(err));
+    if (admin == NULL) {
+        log_error("msg=\"admin server failed\" error=\"%s\"", err);
+        exit(1);
+    }
+    return admin;
+}
+
+static int relay_ready(void *arg, char *why, size_t whylen)
+{
+    (void)arg;
+    (void)why;
+    (void)whylen;
+    return 1;
+}
+
+static int cmd_relay(void)
+{
+    struct relay_config cfg = {.db_url = database_url,
+                               .name = "msgtest-relay",
+                               .kafka = kafka_settings("msgtest-relay"),
+                               .batch_size = batch_size,
+                               .poll_interval_ms = 500,
+                               .standby_check_ms = 500};
+    char err[512];
+    struct admin_http *admin = maybe_admin(relay_ready, NULL);
+    struct relay *relay = relay_start(&cfg, err, sizeof(err));
+
+    if (relay == NULL) {
+        log_error("msg=\"relay failed to start\" error=\"%s\"", err);
+        return 1;
+    }
+    log_info("msg=\"relay started\"");
+    wait_for_signal();
+    relay_stop(relay);
+    admin_http_stop(admin);
+    return 0;
+}
+
+static int consumer_ready(void *arg, char *why, size_t whylen)
+{
+    if (consumer_is_ready(arg))
+        return 1;
+    snprintf(why, whylen, "consumer not connected or not assigned");
+    return 0;
+}
+
+static int cmd_consume(void)
+{
+    const char *topics[] = {topic, NULL};
+    struct consumer_config cfg = {.db_url = database_url,
+                                  .name = "msgtest",
+                                  .kafka = kafka_settings("msgtest-consumer"),
+                                  .topics = topics,
+                                  .max_attempts = 3,
+                                  .retry_base_ms = 20,
+                                  .retry_max_ms = 2000,
+                                  .handler = handle};
+    char err[512];
+    PGconn *conn = connect_retrying();
+    struct consumer *consumer;
+    struct admin_http *admin;
+
+    if (ensure_schema(conn) != 0) {
+        PQfinish(conn);
+        return 1;
+    }
+    PQfinish(conn);
+    consumer = consumer_start(&cfg, err, sizeof(err));
+    if (consumer == NULL) {
+        log_error("msg=\"consumer failed to start\" error=\"%s\"", err);
+        return 1;
+    }
+    admin = maybe_admin(consumer_ready, consumer);
+    log_info("msg=\"consumer started\" topic=%s group=%s", topic, group);
+    wait_for_signal();
+    consumer_stop(consumer);
+    admin_http_stop(admin);
+    return 0;
+}
+
+/* A deterministic envelope id per seq, so a retried write whose first commit
+ * did in fact succeed produces a duplicate the inbox recognises. */
+static void seq_uuid(long long seq, char out[ENVELOPE_UUID_LEN + 1])
+{
+    unsigned long long tail = (unsigned long long)seq % 1000000000000ULL;
+
+    snprintf(out, ENVELOPE_UUID_LEN + 1, "00000000-0000-4000-8000-%012llu", tail);
+}
+
+/* Writes one message in its own transaction; commit=0 rolls it back.
+ * Returns 0 or -1 (transient; the caller retries). */
+static int write_one(PGconn *conn, long long seq, int poison, int commit)
+{
+    struct envelope env;
+    cJSON *payload = cJSON_CreateObject();
+    char key[32];
+    int rc = -1;
+
+    cJSON_AddNumberToObject(payload, "seq", (double)seq);
+    if (poison)
+        cJSON_AddBoolToObject(payload, "poison", 1);
+    if (!commit)
+        cJSON_AddBoolToObject(payload, "rolled_back", 1);
+    snprintf(key, sizeof(key), "k%lld", seq % 64);
+    if (envelope_build(&env, "test_event", key, "msgtest", NULL, payload) != 0)
+        return -1;
+    seq_uuid(seq, env.id);
+    if (db_begin(conn) != 0)
+        goto out;
+    if (outbox_enqueue(conn, topic, key, &env, NULL) != 0) {
+        db_rollback(conn);
+        goto out;
+    }
+    rc = commit ? db_commit(conn) : db_rollback(conn);
+out:
+    envelope_free(&env);
+    return rc;
+}
+
+static int write_retrying(PGconn **conn, long long seq, int poison, int commit)
+{
+    struct backoff retry;
+
+    backoff_init(&retry, 50, 1000, 0);
+    while (write_one(*conn, seq, poison, commit) != 0) {
+        if (db_is_broken(*conn)) {
+            PQfinish(*conn);
+            *conn = connect_retrying();
+        } else {
+            backoff_sleep_ms(backoff_next(&retry));
+        }
+    }
+    return 0;
+}
+
+static int cmd_write(long long first, long long count, long long rollback_every)
+{
+    PGconn *conn = connect_retrying();
+
+    for (long long i = 0; i < count; i++) {
+        write_retrying(&conn, first + i, 0, 1);
+        /* Rolled-back messages use seqs far above any committed one. */
+        if (rollback_every > 0 && i % rollback_every == 0)
+            write_retrying(&conn, 1000000000LL + first + i, 0, 0);
+    }
+    PQfinish(conn);
+    return 0;
+}
+
+static int cmd_poison(long long seq)
+{
+    PGconn *conn = connect_retrying();
+
+    write_retrying(&conn, seq, 1, 1);
+    PQfinish(conn);
+    return 0;
+}
+
+static int cmd_produce(const char *to_topic, const char *key)
+{
+    static char value[2 * ENVELOPE_MAX_BYTES];
+    size_t len = fread(value, 1, sizeof(value), stdin);
+    struct kafka_settings settings = kafka_settings("msgtest-produce");
+    char err[512];
+    rd_kafka_t *rk = kafka_producer_new(&settings, NULL, err, sizeof(err));
+    rd_kafka_resp_err_t rerr;
+
+    if (rk == NULL) {
+        fprintf(stderr, "producer: %s\n", err);
+        return 1;
+    }
+    rerr = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(to_topic), RD_KAFKA_V_KEY(key, strlen(key)),
+                             RD_KAFKA_V_VALUE(value, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                             RD_KAFKA_V_END);
+    if (rerr) {
+        fprintf(stderr, "produce: %s\n", rd_kafka_err2str(rerr));
+        rd_kafka_destroy(rk);
+        return 1;
+    }
+    if (rd_kafka_flush(rk, 30000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        fprintf(stderr, "produce: not acknowledged within 30 s\n");
+        rd_kafka_destroy(rk);
+        return 1;
+    }
+    rd_kafka_destroy(rk);
+    return 0;
+}
+
+/* Fetches partition ids and high watermarks of a topic. Returns the number of
+ * partitions (at most max), or -1. */
+static int topic_watermarks(rd_kafka_t *rk, const char *name, int32_t *ids, int64_t *high, int max)
+{
+    const struct rd_kafka_metadata *metadata = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, name, NULL);
+    int n = -1;
+
+    if (rd_kafka_metadata(rk, 0, rkt, &metadata, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        goto out;
+    if (metadata->topic_cnt != 1 || metadata->topics[0].err)
+        goto out;
+    n = 0;
+    for (int i = 0; i < metadata->topics[0].partition_cnt && n < max; i++, n++) {
+        int64_t low;
+
+        ids[n] = metadata->topics[0].partitions[i].id;
+        if (rd_kafka_query_watermark_offsets(rk, name, ids[n], &low, &high[n], 10000) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR) {
+            n = -1;
+            goto out;
+        }
+    }
+out:
+    if (metadata)
+        rd_kafka_metadata_destroy(metadata);
+    rd_kafka_topic_destroy(rkt);
+    return n;
+}
+
+static rd_kafka_t *group_client(const char *group_id)
+{
+    struct kafka_settings settings = kafka_settings("msgtest-admin");
+    const char *no_topics[] = {NULL};
+    char err[512];
+    rd_kafka_t *rk;
+
+    settings.group_id = group_id;
+    settings.instance_id = NULL;
+    rk = kafka_consumer_new(&settings, no_topics, err, sizeof(err));
+    if (rk == NULL)
+        fprintf(stderr, "consumer: %s\n", err);
+    return rk;
+}
+
+static int cmd_dump(const char *name)
+{
+    rd_kafka_t *rk = group_client("msgtest-dump");
+    int32_t ids[256];
+    int64_t high[256];
+    int n, remaining;
+    rd_kafka_topic_partition_list_t *list;
+
+    if (rk == NULL)
+        return 1;
+    n = topic_watermarks(rk, name, ids, high, 256);
+    if (n < 0) {
+        fprintf(stderr, "dump: topic %s unknown\n", name);
+        rd_kafka_destroy(rk);
+        return 1;
+    }
+    list = rd_kafka_topic_partition_list_new(n);
+    remaining = 0;
+    for (int i = 0; i < n; i++) {
+        rd_kafka_topic_partition_list_add(list, name, ids[i])->offset = RD_KAFKA_OFFSET_BEGINNING;
+        if (high[i] > 0)
+            remaining++;
+    }
+    rd_kafka_assign(rk, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    while (remaining > 0) {
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, 10000);
+
+        if (msg == NULL) {
+            fprintf(stderr, "dump: timed out\n");
+            break;
+        }
+        if (!msg->err) {
+            printf("%.*s\n", (int)msg->len, (const char *)msg->payload);
+            for (int i = 0; i < n; i++) {
+                if (ids[i] == msg->partition && msg->offset + 1 == high[i])
+                    remaining--;
+            }
+        }
+        rd_kafka_message_destroy(msg);
+    }
+    rd_kafka_destroy(rk);
+    return remaining == 0 ? 0 : 1;
+}
+
+static int cmd_rewind(const char *group_id, const char *name)
+{
+    rd_kafka_t *rk = group_client(group_id);
+    int32_t ids[256];
+    int64_t high[256];
+    rd_kafka_topic_partition_list_t *list;
+    rd_kafka_resp_err_t err;
+    int n;
+
+    if (rk == NULL)
+        return 1;
+    n = topic_watermarks(rk, name, ids, high, 256);
+    if (n < 0) {
+        rd_kafka_destroy(rk);
+        return 1;
+    }
+    list = rd_kafka_topic_partition_list_new(n);
+    for (int i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(list, name, ids[i])->offset = 0;
+    /* Committing outside a generation is accepted while the group is empty. */
+    err = rd_kafka_commit(rk, list, 0);
+    rd_kafka_topic_partition_list_destroy(list);
+    rd_kafka_destroy(rk);
+    if (err) {
+        fprintf(stderr, "rewind: %s (is the group still active?)\n", rd_kafka_err2str(err));
+        return 1;
+    }
+    return 0;
+}
+
+static int cmd_lag(const char *group_id, const char *name)
+{
+    rd_kafka_t *rk = group_client(group_id);
+    int32_t ids[256];
+    int64_t high[256];
+    rd_kafka_topic_partition_list_t *list;
+    long long lag = 0;
+    int n;
+
+    if (rk == NULL)
+        return 1;
+    n = topic_watermarks(rk, name, ids, high, 256);
+    if (n < 0) {
+        rd_kafka_destroy(rk);
+        return 1;
+    }
+    list = rd_kafka_topic_partition_list_new(n);
+    for (int i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(list, name, ids[i]);
+    if (rd_kafka_committed(rk, list, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_topic_partition_list_destroy(list);
+        rd_kafka_destroy(rk);
+        return 1;
+    }
+    for (int i = 0; i < n; i++) {
+        int64_t committed = list->elems[i].offset < 0 ? 0 : list->elems[i].offset;
+
+        lag += high[i] - committed;
+    }
+    rd_kafka_topic_partition_list_destroy(list);
+    rd_kafka_destroy(rk);
+    printf("%lld\n", lag);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    char errors[2048];
+    const char *command = argc > 1 ? argv[1] : "";
+
+    log_init("msgtest", LOG_LEVEL_INFO);
+    if (config_load(config_table, sizeof(config_table) / sizeof(config_table[0]), errors,
+                    sizeof(errors)) != 0) {
+        fprintf(stderr, "msgtest: bad configuration:\n%s", errors);
+        return 2;
+    }
+    if (strcmp(command, "relay") == 0)
+        return cmd_relay();
+    if (strcmp(command, "consume") == 0)
+        return cmd_consume();
+    if (strcmp(command, "write") == 0 && argc >= 4)
+        return cmd_write(atoll(argv[2]), atoll(argv[3]), argc > 4 ? atoll(argv[4]) : 0);
+    if (strcmp(command, "poison") == 0 && argc == 3)
+        return cmd_poison(atoll(argv[2]));
+    if (strcmp(command, "produce") == 0 && argc == 4)
+        return cmd_produce(argv[2], argv[3]);
+    if (strcmp(command, "dump") == 0 && argc == 3)
+        return cmd_dump(argv[2]);
+    if (strcmp(command, "rewind") == 0 && argc == 4)
+        return cmd_rewind(argv[2], argv[3]);
+    if (strcmp(command, "lag") == 0 && argc == 4)
+        return cmd_lag(argv[2], argv[3]);
+    fprintf(stderr, "usage: msgtest relay|consume|write FIRST COUNT [ROLLBACK_EVERY]|poison SEQ|"
+                    "produce TOPIC KEY|dump TOPIC|rewind GROUP TOPIC|lag GROUP TOPIC\n");
+    return 2;
+}

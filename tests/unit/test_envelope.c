@@ -1,0 +1,226 @@
+/*
+ * test_envelope.c - envelope round trip, and rejection of malformed,
+ * truncated, oversized and incomplete input.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "envelope.h"
+
+static char *valid_json(void)
+{
+    struct envelope env;
+    cJSON *payload = cJSON_CreateObject();
+    char *text;
+
+    cJSON_AddNumberToObject(payload, "order_id", 42);
+    ck_assert_int_eq(envelope_build(&env, "order_created", "saga-1", "checkout", NULL, payload), 0);
+    text = envelope_encode(&env);
+    envelope_free(&env);
+    return text;
+}
+
+START_TEST(round_trip_keeps_every_field)
+{
+    struct envelope cause, env, back;
+    char err[128];
+    char *text;
+
+    ck_assert_int_eq(envelope_build(&cause, "first", "saga-7", "api", NULL, NULL), 0);
+    ck_assert_int_eq(envelope_build(&env, "second", "saga-7", "checkout", &cause,
+                                    cJSON_Parse("{\"n\":3,\"s\":\"x\"}")),
+                     0);
+    text = envelope_encode(&env);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_int_eq(envelope_decode(text, strlen(text), &back, err, sizeof(err)), 0);
+    ck_assert_str_eq(back.id, env.id);
+    ck_assert_str_eq(back.type, "second");
+    ck_assert_int_eq(back.version, 1);
+    ck_assert_str_eq(back.saga_id, "saga-7");
+    ck_assert_str_eq(back.causation_id, cause.id);
+    ck_assert_str_eq(back.correlation_id, "saga-7");
+    ck_assert_str_eq(back.occurred_at, env.occurred_at);
+    ck_assert_str_eq(back.producer, "checkout");
+    ck_assert_int_eq(cJSON_GetObjectItem(back.payload, "n")->valueint, 3);
+    ck_assert_str_eq(cJSON_GetObjectItem(back.payload, "s")->valuestring, "x");
+    free(text);
+    envelope_free(&cause);
+    envelope_free(&env);
+    envelope_free(&back);
+}
+END_TEST
+
+START_TEST(null_causation_round_trips_as_empty)
+{
+    struct envelope back;
+    char err[128];
+    char *text = valid_json();
+
+    ck_assert_ptr_nonnull(strstr(text, "\"causation_id\":null"));
+    ck_assert_int_eq(envelope_decode(text, strlen(text), &back, err, sizeof(err)), 0);
+    ck_assert_str_eq(back.causation_id, "");
+    envelope_free(&back);
+    free(text);
+}
+END_TEST
+
+START_TEST(unknown_fields_are_ignored)
+{
+    struct envelope back;
+    char err[128];
+    char *text = valid_json();
+    size_t len = strlen(text);
+    char *extended = malloc(len + 32);
+
+    /* Replace the closing brace with an extra member. */
+    memcpy(extended, text, len - 1);
+    strcpy(extended + len - 1, ",\"future\":[1,2]}");
+    ck_assert_int_eq(envelope_decode(extended, strlen(extended), &back, err, sizeof(err)), 0);
+    envelope_free(&back);
+    free(extended);
+    free(text);
+}
+END_TEST
+
+START_TEST(every_truncation_is_rejected)
+{
+    struct envelope back;
+    char err[128];
+    char *text = valid_json();
+    size_t len = strlen(text);
+
+    for (size_t cut = 0; cut < len; cut++) {
+        ck_assert_msg(envelope_decode(text, cut, &back, err, sizeof(err)) == -1,
+                      "accepted a prefix of %zu bytes", cut);
+        ck_assert_ptr_null(back.payload);
+    }
+    free(text);
+}
+END_TEST
+
+START_TEST(oversized_input_is_rejected_unread)
+{
+    struct envelope back;
+    char err[128];
+    size_t len = ENVELOPE_MAX_BYTES + 1;
+    char *big = malloc(len);
+
+    memset(big, ' ', len);
+    ck_assert_int_eq(envelope_decode(big, len, &back, err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "exceeds"));
+    free(big);
+}
+END_TEST
+
+static void expect_rejected(const char *json, const char *reason_part)
+{
+    struct envelope back;
+    char err[128] = "";
+
+    ck_assert_msg(envelope_decode(json, strlen(json), &back, err, sizeof(err)) == -1,
+                  "accepted %s", json);
+    ck_assert_msg(strstr(err, reason_part) != NULL, "reason \"%s\" lacks \"%s\"", err,
+                  reason_part);
+}
+
+#define GOOD_ID "\"id\":\"0b9f3c1e-8c1d-4c55-9a4e-2f1d7d2a9b10\""
+#define GOOD_REST                                                                                  \
+    "\"correlation_id\":\"c\",\"occurred_at\":\"2026-11-22T10:00:00.123Z\","                       \
+    "\"producer\":\"api\",\"payload\":{}"
+
+START_TEST(malformed_input_is_rejected_with_a_reason)
+{
+    expect_rejected("", "empty");
+    expect_rejected("not json", "JSON");
+    expect_rejected("[1,2,3]", "object");
+    expect_rejected("{\"id\":\"nope\",\"type\":\"t\"}", "UUID");
+    expect_rejected("{" GOOD_ID ",\"version\":1,\"saga_id\":\"s\"," GOOD_REST "}", "type");
+    expect_rejected("{" GOOD_ID ",\"type\":\"\",\"version\":1,\"saga_id\":\"s\"," GOOD_REST "}",
+                    "type is empty");
+    expect_rejected("{" GOOD_ID ",\"type\":\"t\",\"version\":0,\"saga_id\":\"s\"," GOOD_REST "}",
+                    "version");
+    expect_rejected("{" GOOD_ID ",\"type\":\"t\",\"version\":1.5,\"saga_id\":\"s\"," GOOD_REST "}",
+                    "version");
+    expect_rejected("{" GOOD_ID ",\"type\":\"t\",\"version\":1,\"saga_id\":7," GOOD_REST "}",
+                    "saga_id");
+    expect_rejected("{" GOOD_ID ",\"type\":\"t\",\"version\":1,\"saga_id\":\"s\","
+                    "\"causation_id\":\"x\"," GOOD_REST "}",
+                    "causation_id");
+    expect_rejected("{" GOOD_ID ",\"type\":\"t\",\"version\":1,\"saga_id\":\"s\","
+                    "\"correlation_id\":\"c\",\"occurred_at\":\"yesterday\","
+                    "\"producer\":\"api\",\"payload\":{}}",
+                    "occurred_at");
+    expect_rejected("{" GOOD_ID ",\"type\":\"t\",\"version\":1,\"saga_id\":\"s\","
+                    "\"correlation_id\":\"c\",\"occurred_at\":\"2026-11-22T10:00:00Z\","
+                    "\"producer\":\"api\",\"payload\":[]}",
+                    "payload");
+}
+END_TEST
+
+START_TEST(overlong_fields_are_rejected)
+{
+    char json[1024];
+    char type[200];
+
+    memset(type, 'a', sizeof(type) - 1);
+    type[sizeof(type) - 1] = '\0';
+    snprintf(json, sizeof(json),
+             "{" GOOD_ID ",\"type\":\"%s\",\"version\":1,\"saga_id\":\"s\"," GOOD_REST "}", type);
+    expect_rejected(json, "longer than");
+}
+END_TEST
+
+START_TEST(helpers_validate_uuid_and_time)
+{
+    char id[ENVELOPE_UUID_LEN + 1], now[ENVELOPE_TIME_MAX];
+
+    envelope_new_uuid(id);
+    ck_assert(envelope_is_uuid(id));
+    ck_assert(!envelope_is_uuid("0b9f3c1e-8c1d-4c55-9a4e-2f1d7d2a9b1"));
+    ck_assert(!envelope_is_uuid(NULL));
+    envelope_now_rfc3339(now);
+    ck_assert(envelope_is_rfc3339(now));
+    ck_assert(envelope_is_rfc3339("2026-01-02T03:04:05+01:00"));
+    ck_assert(!envelope_is_rfc3339("2026-01-02 03:04:05Z"));
+    ck_assert(!envelope_is_rfc3339("2026-01-02T03:04:05"));
+}
+END_TEST
+
+START_TEST(build_rejects_overlong_strings_and_frees_payload)
+{
+    struct envelope env;
+    char saga[ENVELOPE_KEY_MAX + 10];
+
+    memset(saga, 's', sizeof(saga) - 1);
+    saga[sizeof(saga) - 1] = '\0';
+    /* The payload is freed on failure; the sanitizer build would report a leak. */
+    ck_assert_int_eq(envelope_build(&env, "t", saga, "p", NULL, cJSON_CreateObject()), -1);
+    ck_assert_ptr_null(env.payload);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *suite = suite_create("envelope");
+    TCase *tc = tcase_create("core");
+    SRunner *runner;
+    int failed;
+
+    tcase_add_test(tc, round_trip_keeps_every_field);
+    tcase_add_test(tc, null_causation_round_trips_as_empty);
+    tcase_add_test(tc, unknown_fields_are_ignored);
+    tcase_add_test(tc, every_truncation_is_rejected);
+    tcase_add_test(tc, oversized_input_is_rejected_unread);
+    tcase_add_test(tc, malformed_input_is_rejected_with_a_reason);
+    tcase_add_test(tc, overlong_fields_are_rejected);
+    tcase_add_test(tc, helpers_validate_uuid_and_time);
+    tcase_add_test(tc, build_rejects_overlong_strings_and_frees_payload);
+    suite_add_tcase(suite, tc);
+    runner = srunner_create(suite);
+    srunner_run_all(runner, CK_NORMAL);
+    failed = srunner_ntests_failed(runner);
+    srunner_free(runner);
+    return failed == 0 ? 0 : 1;
+}

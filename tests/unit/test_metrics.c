@@ -1,0 +1,79 @@
+/*
+ * test_metrics.c - registration, updates and the Prometheus text rendering.
+ */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metrics.h"
+
+START_TEST(counters_render_with_help_and_type_once)
+{
+    struct metric *a, *b;
+    char *text;
+
+    metrics_reset_for_tests();
+    a = metrics_counter("jobs_total", "kind=\"a\"", "Jobs done");
+    b = metrics_counter("jobs_total", "kind=\"b\"", "Jobs done");
+    metrics_add(a, 3);
+    metrics_inc(b);
+    text = metrics_render(NULL);
+    ck_assert_ptr_nonnull(strstr(text, "# TYPE jobs_total counter\n"));
+    ck_assert_ptr_eq(strstr(text, "# TYPE jobs_total"), strstr(text, "# TYPE jobs_total counter"));
+    ck_assert_ptr_null(strstr(strstr(text, "# TYPE jobs_total") + 1, "# TYPE jobs_total"));
+    ck_assert_ptr_nonnull(strstr(text, "jobs_total{kind=\"a\"} 3\n"));
+    ck_assert_ptr_nonnull(strstr(text, "jobs_total{kind=\"b\"} 1\n"));
+    free(text);
+}
+END_TEST
+
+START_TEST(registering_twice_returns_the_same_metric)
+{
+    metrics_reset_for_tests();
+    ck_assert_ptr_eq(metrics_gauge("up", NULL, "x"), metrics_gauge("up", NULL, "x"));
+    ck_assert_ptr_null(metrics_gauge("9bad name", NULL, "x"));
+    metrics_set(metrics_gauge("up", NULL, "x"), 7);
+    ck_assert_int_eq(metrics_value(metrics_gauge("up", NULL, "x")), 7);
+    /* Updates on a metric that failed to register are harmless. */
+    metrics_inc(NULL);
+}
+END_TEST
+
+START_TEST(histogram_buckets_are_cumulative)
+{
+    struct metric *h;
+    char *text;
+
+    metrics_reset_for_tests();
+    h = metrics_histogram("latency_ms", NULL, "Latency");
+    metrics_observe_ms(h, 0.2);
+    metrics_observe_ms(h, 3);
+    metrics_observe_ms(h, 20000);
+    text = metrics_render(NULL);
+    ck_assert_ptr_nonnull(strstr(text, "latency_ms_bucket{le=\"0.5\"} 1\n"));
+    ck_assert_ptr_nonnull(strstr(text, "latency_ms_bucket{le=\"5\"} 2\n"));
+    ck_assert_ptr_nonnull(strstr(text, "latency_ms_bucket{le=\"10000\"} 2\n"));
+    ck_assert_ptr_nonnull(strstr(text, "latency_ms_bucket{le=\"+Inf\"} 3\n"));
+    ck_assert_ptr_nonnull(strstr(text, "latency_ms_count 3\n"));
+    ck_assert_ptr_nonnull(strstr(text, "latency_ms_sum 20003.200\n"));
+    free(text);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *suite = suite_create("metrics");
+    TCase *tc = tcase_create("core");
+    SRunner *runner;
+    int failed;
+
+    tcase_add_test(tc, counters_render_with_help_and_type_once);
+    tcase_add_test(tc, registering_twice_returns_the_same_metric);
+    tcase_add_test(tc, histogram_buckets_are_cumulative);
+    suite_add_tcase(suite, tc);
+    runner = srunner_create(suite);
+    srunner_run_all(runner, CK_NORMAL);
+    failed = srunner_ntests_failed(runner);
+    srunner_free(runner);
+    return failed == 0 ? 0 : 1;
+}
