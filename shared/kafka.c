@@ -121,6 +121,9 @@ rd_kafka_t *kafka_consumer_new(const struct kafka_settings *settings, const char
     rd_kafka_poll_set_consumer(rk);
     for (const char *const *t = topics; *t; t++)
         count++;
+    /* No topics: the caller assigns partitions itself (admin tools). */
+    if (count == 0)
+        return rk;
     subscription = rd_kafka_topic_partition_list_new(count);
     for (const char *const *t = topics; *t; t++)
         rd_kafka_topic_partition_list_add(subscription, *t, RD_KAFKA_PARTITION_UA);
@@ -221,3 +224,4 @@ int kafka_header(const rd_kafka_message_t *msg, const char *name, char *out, siz
     out[size] = '\0';
     return 0;
 }
+

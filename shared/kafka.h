@@ -32,7 +32,8 @@ rd_kafka_t *kafka_producer_new(const struct kafka_settings *settings,
 
 /*
  * Creates a consumer in settings->group_id subscribed to topics (a
- * NULL-terminated array). Offsets are committed automatically, but only those
+ * NULL-terminated array; an empty array subscribes to nothing, for callers that
+ * assign partitions themselves). Offsets are committed automatically, but only those
  * the application stored with rd_kafka_offsets_store() after its database
  * commit. A new group starts from the earliest offset. Returns the handle
  * (close with rd_kafka_consumer_close, then rd_kafka_destroy) or NULL.

@@ -14,12 +14,12 @@
  *   msgtest poison SEQ               enqueue one message its handler rejects
  *   msgtest produce TOPIC KEY        produce stdin as one raw message
  *   msgtest dump TOPIC               print every message of TOPIC, one per line
- *   msgtest rewind GROUP TOPIC       set GROUP's offsets on TOPIC to the start
  *   msgtest lag GROUP TOPIC          print GROUP's total lag on TOPIC
  *
  * Environment: MSGTEST_DATABASE_URL, KAFKA_BROKERS (default localhost:9092),
  * MSGTEST_TOPIC (default msgtest.in), MSGTEST_GROUP (default msgtest),
- * ADMIN_PORT (0 = no admin server), MSGTEST_HANDLER_DELAY_US.
+ * ADMIN_PORT (0 = no admin server), MSGTEST_HANDLER_DELAY_US, MSGTEST_WRITE_DELAY_MS,
+ * RELAY_BATCH_SIZE.
  *
  * The consumer's effect is a row per seq in table effects with an applied
  * counter that a second application would raise to 2, so the tests can see a
@@ -52,6 +52,7 @@ static char instance_id[128];
 static long admin_port;
 static long handler_delay_us;
 static long batch_size;
+static long write_delay_ms;
 static volatile sig_atomic_t stopping;
 
 static const struct config_entry config_table[] = {
@@ -66,6 +67,8 @@ static const struct config_entry config_table[] = {
     {"ADMIN_PORT", CONFIG_INT, &admin_port, 0, "0", 0, 65535, "admin HTTP port, 0 for none"},
     {"MSGTEST_HANDLER_DELAY_US", CONFIG_INT, &handler_delay_us, 0, "0", 0, 1000000,
      "extra time spent in each handler (ms resolution)"},
+    {"MSGTEST_WRITE_DELAY_MS", CONFIG_INT, &write_delay_ms, 0, "0", 0, 10000,
+     "pause between two writes"},
     {"RELAY_BATCH_SIZE", CONFIG_INT, &batch_size, 0, "2000", 1, 100000, "relay batch size"},
 };
 
@@ -217,11 +220,19 @@ static int cmd_consume(void)
     struct consumer *consumer;
     struct admin_http *admin;
 
+    char dlq[160];
+    const char *needed[] = {topic, dlq, NULL};
+
+    snprintf(dlq, sizeof(dlq), "%s.dlq", topic);
     if (ensure_schema(conn) != 0) {
         PQfinish(conn);
         return 1;
     }
     PQfinish(conn);
+    while (kafka_ensure_topics(brokers, needed, 4, 5000, err, sizeof(err)) != 0) {
+        log_warn("msg=\"cannot create topics yet\" error=\"%s\"", err);
+        backoff_sleep_ms(500);
+    }
     consumer = consumer_start(&cfg, err, sizeof(err));
     if (consumer == NULL) {
         log_error("msg=\"consumer failed to start\" error=\"%s\"", err);
@@ -296,6 +307,8 @@ static int cmd_write(long long first, long long count, long long rollback_every)
 
     for (long long i = 0; i < count; i++) {
         write_retrying(&conn, first + i, 0, 1);
+        if (write_delay_ms > 0)
+            backoff_sleep_ms(write_delay_ms);
         /* Rolled-back messages use seqs far above any committed one. */
         if (rollback_every > 0 && i % rollback_every == 0)
             write_retrying(&conn, 1000000000LL + first + i, 0, 0);
@@ -433,36 +446,6 @@ static int cmd_dump(const char *name)
     return remaining == 0 ? 0 : 1;
 }
 
-static int cmd_rewind(const char *group_id, const char *name)
-{
-    rd_kafka_t *rk = group_client(group_id);
-    int32_t ids[256];
-    int64_t high[256];
-    rd_kafka_topic_partition_list_t *list;
-    rd_kafka_resp_err_t err;
-    int n;
-
-    if (rk == NULL)
-        return 1;
-    n = topic_watermarks(rk, name, ids, high, 256);
-    if (n < 0) {
-        rd_kafka_destroy(rk);
-        return 1;
-    }
-    list = rd_kafka_topic_partition_list_new(n);
-    for (int i = 0; i < n; i++)
-        rd_kafka_topic_partition_list_add(list, name, ids[i])->offset = 0;
-    /* Committing outside a generation is accepted while the group is empty. */
-    err = rd_kafka_commit(rk, list, 0);
-    rd_kafka_topic_partition_list_destroy(list);
-    rd_kafka_destroy(rk);
-    if (err) {
-        fprintf(stderr, "rewind: %s (is the group still active?)\n", rd_kafka_err2str(err));
-        return 1;
-    }
-    return 0;
-}
-
 static int cmd_lag(const char *group_id, const char *name)
 {
     rd_kafka_t *rk = group_client(group_id);
@@ -521,11 +504,9 @@ int main(int argc, char **argv)
         return cmd_produce(argv[2], argv[3]);
     if (strcmp(command, "dump") == 0 && argc == 3)
         return cmd_dump(argv[2]);
-    if (strcmp(command, "rewind") == 0 && argc == 4)
-        return cmd_rewind(argv[2], argv[3]);
     if (strcmp(command, "lag") == 0 && argc == 4)
         return cmd_lag(argv[2], argv[3]);
     fprintf(stderr, "usage: msgtest relay|consume|write FIRST COUNT [ROLLBACK_EVERY]|poison SEQ|"
-                    "produce TOPIC KEY|dump TOPIC|rewind GROUP TOPIC|lag GROUP TOPIC\n");
+                    "produce TOPIC KEY|dump TOPIC|lag GROUP TOPIC\n");
     return 2;
 }

@@ -1,0 +1,220 @@
+"""Helpers for integration tests that run against the real PostgreSQL and
+Kafka started by scripts/up-infra.sh: per-test databases and topics, child
+processes that can be SIGKILLed and restarted, SQL queries through psql, and
+waiting for a condition with a deadline (never a bare sleep)."""
+
+import json
+import os
+import random
+import signal
+import socket
+import string
+import subprocess
+import time
+import urllib.request
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD_DIR = os.path.join(ROOT, os.environ.get("BUILD_DIR", "build"))
+MSGTEST = os.path.join(BUILD_DIR, "tests", "msgtest")
+BROKERS = os.environ.get("KAFKA_BROKERS", "localhost:9092")
+LOG_DIR = os.path.join(ROOT, ".local", "test-logs")
+
+
+def read_secrets():
+    """Returns the NAME_DATABASE_URL values written by scripts/pg.sh."""
+    values = {}
+    path = os.path.join(ROOT, ".local", "secrets.env")
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if "=" in line and not line.startswith("#"):
+                key, value = line.split("=", 1)
+                values[key] = value
+    return values
+
+
+def unique_name(prefix):
+    suffix = "".join(random.choice(string.ascii_lowercase) for _ in range(6))
+    return f"{prefix}_{suffix}"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(condition, timeout, what, interval=0.1):
+    """Polls condition() until it returns a truthy value, which is returned.
+    Fails with what after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Database:
+    """A throwaway database and role created through scripts/pg.sh."""
+
+    def __init__(self, name):
+        self.name = name
+        subprocess.run(["bash", os.path.join(ROOT, "scripts", "pg.sh"), "createdb", name],
+                       check=True, stdout=subprocess.DEVNULL)
+        self.url = read_secrets()[f"{name.upper()}_DATABASE_URL"]
+        subprocess.run(["bash", os.path.join(ROOT, "scripts", "migrate.sh"), name, self.url],
+                       check=True, stdout=subprocess.DEVNULL)
+
+    def query(self, sql):
+        """Runs sql and returns the rows as lists of strings."""
+        out = subprocess.run(["psql", self.url, "-X", "-q", "-A", "-t", "-F", "\t",
+                              "-v", "ON_ERROR_STOP=1", "-c", sql],
+                             check=True, capture_output=True, text=True, timeout=30)
+        return [line.split("\t") for line in out.stdout.splitlines() if line != ""]
+
+    def scalar(self, sql):
+        rows = self.query(sql)
+        return rows[0][0] if rows else None
+
+    def try_scalar(self, sql):
+        """Like scalar, but None while the database is unreachable."""
+        try:
+            return self.scalar(sql)
+        except subprocess.CalledProcessError:
+            return None
+
+    def drop(self):
+        subprocess.run(["bash", os.path.join(ROOT, "scripts", "pg.sh"), "dropdb", self.name],
+                       check=False, stdout=subprocess.DEVNULL)
+
+
+class Process:
+    """A child process with its own log file, restartable after a kill."""
+
+    def __init__(self, name, args, env):
+        self.name = name
+        self.args = args
+        self.env = env
+        self.proc = None
+        self.starts = 0
+        os.makedirs(LOG_DIR, exist_ok=True)
+        self.log_path = os.path.join(LOG_DIR, f"{name}.log")
+
+    def start(self):
+        self.starts += 1
+        log = open(self.log_path, "a")
+        log.write(f"--- start {self.starts} ---\n")
+        log.flush()
+        self.proc = subprocess.Popen(self.args, env=self.env, stdout=log, stderr=log)
+        log.close()
+        return self
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.alive():
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+
+    def stop(self):
+        """Graceful stop: SIGTERM, then SIGKILL after 15 s."""
+        if self.alive():
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def restart(self):
+        self.kill()
+        return self.start()
+
+
+class MsgTest:
+    """A test bed for the messaging core: one database, one topic, one group,
+    and msgtest relay / consumer / writer processes on them."""
+
+    def __init__(self, label, partitions_hint=None):
+        self.db = Database(unique_name("mt"))
+        self.topic = f"{self.db.name}.in"
+        self.group = f"{self.db.name}-group"
+        self.label = label
+        self.processes = []
+
+    def env(self, **extra):
+        env = dict(os.environ)
+        env.update({"MSGTEST_DATABASE_URL": self.db.url, "KAFKA_BROKERS": BROKERS,
+                    "MSGTEST_TOPIC": self.topic, "MSGTEST_GROUP": self.group})
+        env.update({k: str(v) for k, v in extra.items()})
+        return env
+
+    def spawn(self, role, *args, **extra):
+        name = f"{self.label}-{self.db.name}-{role}-{len(self.processes)}"
+        proc = Process(name, [MSGTEST, role, *map(str, args)], self.env(**extra))
+        self.processes.append(proc)
+        return proc.start()
+
+    def run(self, *args, input_bytes=None, timeout=120):
+        out = subprocess.run([MSGTEST, *map(str, args)], env=self.env(), input=input_bytes,
+                             capture_output=True, timeout=timeout)
+        if out.returncode != 0:
+            raise AssertionError(f"msgtest {args} failed: {out.stderr.decode()[-2000:]}")
+        return out.stdout.decode()
+
+    def effects(self):
+        """(distinct seqs applied, highest applied count) among committed seqs."""
+        row = self.db.query("SELECT count(*), coalesce(max(applied), 0) FROM effects "
+                            "WHERE seq < 1000000000")[0]
+        return int(row[0]), int(row[1])
+
+    def effect_count(self):
+        value = self.db.try_scalar("SELECT count(*) FROM effects")
+        return int(value) if value is not None else -1
+
+    def rewind(self):
+        """Moves the group back to the first offset (scripts/replay.sh), once
+        the broker has noticed that the group's consumers left."""
+        def attempt():
+            out = subprocess.run(["bash", os.path.join(ROOT, "scripts", "replay.sh"), self.group,
+                                  self.topic, "--to-earliest"], capture_output=True, timeout=60)
+            return out.returncode == 0
+        wait_until(attempt, 30, f"group {self.group} to accept the rewind", interval=0.5)
+
+    def lag(self):
+        try:
+            return int(self.run("lag", self.group, self.topic).strip())
+        except AssertionError:
+            return None
+
+    def dump(self, topic):
+        return [json.loads(line) if line.startswith("{") else line
+                for line in self.run("dump", topic).splitlines()]
+
+    def close(self):
+        for proc in self.processes:
+            proc.kill()
+        self.db.drop()
+
+
+def metrics(port):
+    """Parses a /metrics page into {series: value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            values[series] = float(value)
+    return values
+
+
+def try_metric(port, series):
+    try:
+        return metrics(port).get(series)
+    except OSError:
+        return None

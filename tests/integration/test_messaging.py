@@ -1,0 +1,174 @@
+"""Integration tests of the messaging core (shared/: outbox, relay,
+idempotent consumer, dead-letter topic) against the real PostgreSQL and Kafka.
+Each test proves one claim of ARCHITECTURE.md's messaging rules."""
+
+import json
+import random
+import signal
+import subprocess
+import os
+import time
+
+import pytest
+
+from harness import MsgTest, free_port, try_metric, wait_until, ROOT
+
+ROLLED_BACK_BASE = 1000000000
+
+
+@pytest.fixture
+def bed(request):
+    bed = MsgTest(request.node.name[:20])
+    yield bed
+    bed.close()
+
+
+def wait_for_effects(bed, expected, timeout):
+    wait_until(lambda: bed.effect_count() == expected, timeout,
+               f"{expected} effects in {bed.db.name}", interval=0.2)
+
+
+def test_committed_outbox_row_is_handled_exactly_once_and_rolled_back_one_never_published(bed):
+    bed.spawn("relay")
+    bed.spawn("consume")
+    bed.run("write", 1, 300, 10)  # 300 committed, 30 rolled back
+
+    wait_for_effects(bed, 300, 60)
+    applied, worst = bed.effects()
+    assert applied == 300 and worst == 1
+    assert bed.db.scalar(f"SELECT count(*) FROM effects WHERE seq >= {ROLLED_BACK_BASE}") == "0"
+    wait_until(lambda: bed.db.scalar("SELECT count(*) FROM outbox") == "0", 30, "empty outbox")
+    published = bed.dump(bed.topic)
+    assert len(published) == 300
+    assert not any(m["payload"].get("rolled_back") for m in published)
+
+
+def test_message_delivered_twice_or_replayed_from_offset_zero_has_one_effect(bed):
+    port = free_port()
+    bed.spawn("relay")
+    consumer = bed.spawn("consume", ADMIN_PORT=port)
+    bed.run("write", 1, 200)
+    wait_for_effects(bed, 200, 60)
+
+    # Published again: the same envelopes, produced a second time.
+    published = bed.dump(bed.topic)
+    for message in published[:50]:
+        bed.run("produce", bed.topic, message["saga_id"],
+                input_bytes=json.dumps(message).encode())
+    wait_until(lambda: try_metric(port, "messages_duplicate_total") == 50, 60,
+               "50 duplicates skipped")
+    assert bed.effects() == (200, 1)
+
+    # Rewound to offset 0: every message is read again and changes nothing.
+    consumer.stop()
+    inbox_before = bed.db.scalar("SELECT count(*) FROM inbox")
+    bed.rewind()
+    assert bed.lag() == 250
+    port2 = free_port()
+    bed.spawn("consume", ADMIN_PORT=port2)
+    wait_until(lambda: bed.lag() == 0, 60, "the rewound consumer to catch up")
+    assert try_metric(port2, "messages_duplicate_total") == 250
+    assert try_metric(port2, "messages_handled_total") == 0
+    assert bed.effects() == (200, 1)
+    assert bed.db.scalar("SELECT count(*) FROM inbox") == inbox_before
+
+
+def test_sigkill_of_relay_and_consumer_mid_batch_loses_nothing_and_doubles_nothing(bed):
+    total = 10000
+    relay = bed.spawn("relay", RELAY_BATCH_SIZE=500)
+    consumer = bed.spawn("consume")
+    writer = bed.spawn("write", 1, total, 0, MSGTEST_WRITE_DELAY_MS=0)
+    kills = {"relay": 0, "consume": 0}
+    rng = random.Random(7)
+    # Kill while there is work in flight, alternating victims at random.
+    while bed.effect_count() < total and sum(kills.values()) < 40:
+        time.sleep(rng.uniform(0.2, 0.8))
+        victim = relay if rng.random() < 0.5 else consumer
+        victim.kill(signal.SIGKILL)
+        kills["relay" if victim is relay else "consume"] += 1
+        victim.start()
+    print(f"kills: {kills}, effects at end of kills: {bed.effect_count()}")
+    assert kills["relay"] >= 3 and kills["consume"] >= 3
+    wait_until(lambda: not writer.alive(), 120, "the writer to finish")
+    wait_for_effects(bed, total, 180)
+    applied, worst = bed.effects()
+    assert applied == total, "a message was lost"
+    assert worst == 1, "a message had two effects"
+    assert bed.db.scalar("SELECT count(*) FROM inbox") == str(total)
+
+
+def test_poison_message_goes_to_dead_letter_topic_and_partition_keeps_flowing(bed):
+    bed.spawn("relay")
+    bed.spawn("consume")
+    poison_seq = 1000005  # same key (k5) as seqs 5, 69, 133, 197 written after it
+    bed.run("poison", poison_seq)
+    bed.run("produce", bed.topic, "k5", input_bytes=b"\x00not json at all")
+    bed.run("write", 1, 200)
+
+    wait_for_effects(bed, 200, 60)
+    assert bed.effects() == (200, 1)
+    dead = wait_until(lambda: _dead_letters(bed, 2), 60, "two dead letters")
+    by_error = {d["payload"]["error"].split(":")[0]: d["payload"] for d in dead}
+    rejected = by_error["poison payload rejected by handler"]
+    assert rejected["attempts"] == 3
+    assert rejected["topic"] == bed.topic
+    assert rejected["group"] == bed.group
+    assert rejected["offset"] >= 0 and rejected["partition"] >= 0
+    assert rejected["original_type"] == "test_event"
+    undecodable = by_error["cannot decode"]
+    assert undecodable["attempts"] == 1
+    assert undecodable["original_value"].endswith("not json at all")
+    outcomes = bed.db.query("SELECT outcome, count(*) FROM inbox GROUP BY 1 ORDER BY 1")
+    assert outcomes == [["dead_letter", "2"], ["handled", "200"]]
+
+
+def _dead_letters(bed, expected):
+    try:
+        letters = bed.dump(f"{bed.topic}.dlq")
+    except AssertionError:
+        return None
+    return letters if len(letters) == expected else None
+
+
+def test_two_relays_on_one_database_only_one_publishes_and_the_other_takes_over(bed):
+    port_a, port_b = free_port(), free_port()
+    relay_a = bed.spawn("relay", ADMIN_PORT=port_a)
+    wait_until(lambda: try_metric(port_a, "outbox_relay_active") == 1, 30, "relay a active")
+    relay_b = bed.spawn("relay", ADMIN_PORT=port_b)
+    bed.spawn("consume")
+    bed.run("write", 1, 500)
+    wait_for_effects(bed, 500, 60)
+    assert try_metric(port_a, "outbox_published_total") == 500
+    assert try_metric(port_b, "outbox_relay_active") == 0
+    assert try_metric(port_b, "outbox_published_total") == 0
+
+    relay_a.kill(signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_until(lambda: try_metric(port_b, "outbox_relay_active") == 1, 10, "relay b to take over")
+    takeover = time.monotonic() - killed_at
+    print(f"takeover after {takeover:.2f} s")
+    bed.run("write", 501, 100)
+    wait_for_effects(bed, 600, 60)
+    assert try_metric(port_b, "outbox_published_total") == 100
+    assert bed.effects() == (600, 1)
+    assert relay_b.alive()
+
+
+def test_broker_down_10s_and_postgres_restart_under_traffic_lose_nothing(bed):
+    total = 5000
+    bed.spawn("relay")
+    bed.spawn("consume")
+    writer = bed.spawn("write", 1, total, 0, MSGTEST_WRITE_DELAY_MS=8)
+    wait_until(lambda: bed.effect_count() > 200, 60, "traffic to flow")
+
+    kafka = os.path.join(ROOT, "scripts", "kafka.sh")
+    pg = os.path.join(ROOT, "scripts", "pg.sh")
+    subprocess.run(["bash", kafka, "stop"], check=True)
+    time.sleep(10)  # the outage itself is the point: the broker stays down 10 s
+    subprocess.run(["bash", kafka, "start"], check=True)
+    assert writer.alive(), "the database restart must happen under traffic"
+
+    subprocess.run(["bash", pg, "restart"], check=True)
+    wait_until(lambda: not writer.alive(), 180, "the writer to finish")
+    wait_for_effects(bed, total, 180)
+    assert bed.effects() == (total, 1)
