@@ -3,7 +3,8 @@
 #   make            build everything (build/)
 #   make SAN=1      the same with AddressSanitizer + UBSan (build/asan/)
 #   make test       every test: unit, then integration against a real
-#                   PostgreSQL and Kafka that the harness starts
+#                   PostgreSQL and Kafka that the harness starts; each in
+#                   the normal and the sanitizer build
 #   make test-unit  unit tests only (no infrastructure needed)
 #   make bench      the messaging micro-benchmark
 #   make up / down  run / stop the whole system locally
@@ -77,7 +78,12 @@ test-unit: $(UNIT_BIN)
 test-integration: all
 	BUILD_DIR=$(BUILD) bash tests/integration/run.sh
 
-test: test-unit test-integration
+# Every test, in the normal and the sanitizer build.
+test:
+	$(MAKE) test-unit
+	$(MAKE) SAN=1 test-unit
+	$(MAKE) test-integration
+	$(MAKE) SAN=1 test-integration
 
 bench: all
 	BUILD_DIR=$(BUILD) bash tests/bench/run.sh

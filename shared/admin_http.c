@@ -26,9 +26,8 @@ static enum MHD_Result send_text(struct MHD_Connection *connection, unsigned int
     struct MHD_Response *response;
     enum MHD_Result ret;
 
-    response = MHD_create_response_from_buffer(strlen(body), body,
-                                               owned ? MHD_RESPMEM_MUST_FREE
-                                                     : MHD_RESPMEM_MUST_COPY);
+    response = MHD_create_response_from_buffer(
+        strlen(body), body, owned ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_MUST_COPY);
     if (response == NULL) {
         if (owned)
             free(body);
@@ -103,12 +102,11 @@ struct admin_http *admin_http_start(int port, admin_ready_fn ready_fn, void *rea
     server->ready_arg = ready_arg;
     server->route_fn = route_fn;
     server->route_arg = route_arg;
-    server->daemon = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
-                                      (uint16_t)port, NULL, NULL, admin_handle, server,
-                                      MHD_OPTION_CONNECTION_LIMIT, (unsigned int)64,
-                                      MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)10,
-                                      MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536,
-                                      MHD_OPTION_END);
+    server->daemon =
+        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)port, NULL,
+                         NULL, admin_handle, server, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)64,
+                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)10,
+                         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536, MHD_OPTION_END);
     if (server->daemon == NULL) {
         snprintf(err, errlen, "cannot listen on admin port %d", port);
         free(server);

@@ -13,7 +13,7 @@
 enum config_type { CONFIG_STRING, CONFIG_INT, CONFIG_BOOL };
 
 struct config_entry {
-    const char *name;        /* environment variable, e.g. "KAFKA_BROKERS" */
+    const char *name; /* environment variable, e.g. "KAFKA_BROKERS" */
     enum config_type type;
     void *target;            /* char[size] for strings, long * for ints, int * for bools */
     size_t size;             /* capacity of a CONFIG_STRING target, including the NUL */

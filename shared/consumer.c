@@ -143,9 +143,8 @@ static enum attempt_result consumer_dead_letter(struct consumer *consumer,
     claimed = inbox_claim(consumer->conn, inbox_id, msg, "dead_letter");
     if (claimed < 0)
         goto rollback;
-    if (claimed == 1 &&
-        outbox_enqueue(consumer->conn, dlq_topic, env ? env->saga_id : inbox_id, &dead,
-                       traceparent) != 0)
+    if (claimed == 1 && outbox_enqueue(consumer->conn, dlq_topic, env ? env->saga_id : inbox_id,
+                                       &dead, traceparent) != 0)
         goto rollback;
     if (db_commit(consumer->conn) != 0)
         goto transient;
@@ -277,8 +276,8 @@ static void consumer_store_offset(struct consumer *consumer, const rd_kafka_mess
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
     rd_kafka_resp_err_t err;
 
-    rd_kafka_topic_partition_list_add(list, rd_kafka_topic_name(msg->rkt), msg->partition)
-        ->offset = msg->offset + 1;
+    rd_kafka_topic_partition_list_add(list, rd_kafka_topic_name(msg->rkt), msg->partition)->offset =
+        msg->offset + 1;
     err = rd_kafka_offsets_store(consumer->rk, list);
     /* A revoked partition refuses the store; its next owner re-reads the
      * message and the inbox makes that harmless. */
@@ -344,8 +343,8 @@ struct consumer *consumer_start(const struct consumer_config *cfg, char *err, si
                                        "Messages sent to a dead-letter topic");
     consumer->m_retries = metrics_counter("handler_retries_total", NULL,
                                           "Retries after transient or handler failures");
-    consumer->m_handle_ms = metrics_histogram("handler_duration_ms", NULL,
-                                              "Time from inbox insert to commit");
+    consumer->m_handle_ms =
+        metrics_histogram("handler_duration_ms", NULL, "Time from inbox insert to commit");
     if (pthread_create(&consumer->thread, NULL, consumer_main, consumer) != 0) {
         snprintf(err, errlen, "cannot start the consumer thread");
         rd_kafka_destroy(consumer->rk);

@@ -28,10 +28,10 @@
 
 /* What a handler returns. */
 enum consumer_result {
-    CONSUMER_OK = 0,      /* applied; commit */
-    CONSUMER_SKIP = 1,    /* unknown type or nothing to do; commit, count as skipped */
-    CONSUMER_RETRY = -1,  /* transient failure; roll back and retry later */
-    CONSUMER_FAIL = -2,   /* this message failed; counts towards the dead-letter limit */
+    CONSUMER_OK = 0,     /* applied; commit */
+    CONSUMER_SKIP = 1,   /* unknown type or nothing to do; commit, count as skipped */
+    CONSUMER_RETRY = -1, /* transient failure; roll back and retry later */
+    CONSUMER_FAIL = -2,  /* this message failed; counts towards the dead-letter limit */
 };
 
 struct consumer_message {

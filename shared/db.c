@@ -70,8 +70,7 @@ PGresult *db_query(PGconn *conn, const char *what, const char *sql, int nparams,
     return NULL;
 }
 
-int db_exec(PGconn *conn, const char *what, const char *sql, int nparams,
-            const char *const *params)
+int db_exec(PGconn *conn, const char *what, const char *sql, int nparams, const char *const *params)
 {
     PGresult *res = db_query(conn, what, sql, nparams, params);
 

@@ -220,8 +220,8 @@ int envelope_decode(const char *data, size_t len, struct envelope *env, char *er
     if (take_string(root, "correlation_id", env->correlation_id, sizeof(env->correlation_id), err,
                     errlen) != 0)
         goto out;
-    if (take_string(root, "occurred_at", env->occurred_at, sizeof(env->occurred_at), err,
-                    errlen) != 0)
+    if (take_string(root, "occurred_at", env->occurred_at, sizeof(env->occurred_at), err, errlen) !=
+        0)
         goto out;
     if (!envelope_is_rfc3339(env->occurred_at)) {
         snprintf(err, errlen, "field occurred_at is not an RFC 3339 time");

@@ -15,11 +15,11 @@
 #include <stddef.h>
 
 #define ENVELOPE_MAX_BYTES (64 * 1024) /* larger values are rejected unread */
-#define ENVELOPE_UUID_LEN 36
-#define ENVELOPE_TYPE_MAX 64
-#define ENVELOPE_KEY_MAX 128 /* saga_id, correlation_id */
-#define ENVELOPE_NAME_MAX 64 /* producer */
-#define ENVELOPE_TIME_MAX 40
+#define ENVELOPE_UUID_LEN  36
+#define ENVELOPE_TYPE_MAX  64
+#define ENVELOPE_KEY_MAX   128 /* saga_id, correlation_id */
+#define ENVELOPE_NAME_MAX  64  /* producer */
+#define ENVELOPE_TIME_MAX  40
 
 struct envelope {
     char id[ENVELOPE_UUID_LEN + 1];

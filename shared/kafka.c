@@ -19,8 +19,8 @@ static void kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *op
     (void)rk;
     (void)opaque;
     /* Broker-down errors are routine during restarts: librdkafka reconnects. */
-    log_warn("msg=\"kafka error\" code=%s reason=\"%s\"", rd_kafka_err2name((rd_kafka_resp_err_t)err),
-             reason);
+    log_warn("msg=\"kafka error\" code=%s reason=\"%s\"",
+             rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
 static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, char *err,
@@ -38,8 +38,8 @@ static rd_kafka_conf_t *base_conf(const struct kafka_settings *settings, char *e
     rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
     rd_kafka_conf_set_error_cb(conf, kafka_error_cb);
     if (conf_set(conf, "bootstrap.servers", settings->brokers, err, errlen) != 0 ||
-        conf_set(conf, "client.id", settings->client_id ? settings->client_id : "widget-store",
-                 err, errlen) != 0 ||
+        conf_set(conf, "client.id", settings->client_id ? settings->client_id : "widget-store", err,
+                 errlen) != 0 ||
         conf_set(conf, "socket.nagle.disable", "true", err, errlen) != 0 ||
         conf_set(conf, "reconnect.backoff.ms", "50", err, errlen) != 0 ||
         conf_set(conf, "reconnect.backoff.max.ms", "1000", err, errlen) != 0) {
@@ -224,4 +224,3 @@ int kafka_header(const rd_kafka_message_t *msg, const char *name, char *out, siz
     out[size] = '\0';
     return 0;
 }
-

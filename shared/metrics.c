@@ -21,13 +21,13 @@ struct metric {
     char name[96];
     char labels[160];
     char help[160];
-    atomic_int_fast64_t value;                 /* counter, gauge; histogram count */
-    atomic_int_fast64_t sum_us;                /* histogram */
+    atomic_int_fast64_t value;                    /* counter, gauge; histogram count */
+    atomic_int_fast64_t sum_us;                   /* histogram */
     atomic_int_fast64_t buckets[METRICS_BUCKETS]; /* histogram, non-cumulative */
 };
 
-static const double bucket_bounds_ms[METRICS_BUCKETS] = {0.5, 1,   2.5,  5,    10,   25,
-                                                         50,  100, 250,  1000, 2500, 10000};
+static const double bucket_bounds_ms[METRICS_BUCKETS] = {0.5, 1,   2.5, 5,    10,   25,
+                                                         50,  100, 250, 1000, 2500, 10000};
 
 static struct metric registry[METRICS_MAX];
 static int registry_len;
@@ -130,7 +130,8 @@ struct text_buf {
     int failed;
 };
 
-static void buf_printf(struct text_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void buf_printf(struct text_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 static void buf_printf(struct text_buf *b, const char *fmt, ...)
 {

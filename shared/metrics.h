@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define METRICS_MAX 128
+#define METRICS_MAX     128
 #define METRICS_BUCKETS 12
 
 struct metric; /* opaque */

@@ -34,7 +34,7 @@ struct relay {
     atomic_int stop;
     atomic_int active;
     atomic_llong published;
-    int *slots; /* batch_size entries, written by the delivery callback */
+    int *slots;       /* batch_size entries, written by the delivery callback */
     char *delete_ids; /* "{1,2,...}" buffer for the delete */
     size_t delete_cap;
     struct metric *m_published, *m_failed, *m_active, *m_batch_ms;
@@ -110,7 +110,11 @@ static int relay_connect(struct relay *relay)
         log_warn("msg=\"relay cannot connect\" error=\"%s\"", err);
         return -1;
     }
-    if (db_exec(relay->conn, "listen", "LISTEN outbox", 0, NULL) != 0) {
+    /* Losing a delete of published rows in a server crash only publishes
+     * them again, which consumers absorb; so the relay's own commits need not
+     * wait for the WAL flush. Business transactions keep synchronous commit. */
+    if (db_exec(relay->conn, "listen", "LISTEN outbox", 0, NULL) != 0 ||
+        db_exec(relay->conn, "relay session", "SET synchronous_commit = off", 0, NULL) != 0) {
         relay_disconnect(relay);
         return -1;
     }
@@ -127,8 +131,7 @@ static int relay_try_lock(struct relay *relay)
     int held;
 
     snprintf(key, sizeof(key), "%lld", relay->cfg.lock_key);
-    res = db_query(relay->conn, "relay lock", "SELECT pg_try_advisory_lock($1::bigint)", 1,
-                   params);
+    res = db_query(relay->conn, "relay lock", "SELECT pg_try_advisory_lock($1::bigint)", 1, params);
     if (res == NULL)
         return -1;
     held = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
@@ -169,14 +172,14 @@ static int relay_produce(struct relay *relay, PGresult *res, int row)
 
     relay->slots[row] = SLOT_PENDING;
     for (;;) {
-        err = rd_kafka_producev(
-            relay->producer, RD_KAFKA_V_TOPIC(topic),
-            RD_KAFKA_V_KEY(key, (size_t)PQgetlength(res, row, 2)),
-            RD_KAFKA_V_VALUE((void *)value, (size_t)PQgetlength(res, row, 6)),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADER("id", msg_id, -1),
-            RD_KAFKA_V_HEADER("type", msg_type, -1),
-            RD_KAFKA_V_HEADER("traceparent", traceparent, -1),
-            RD_KAFKA_V_OPAQUE(&relay->slots[row]), RD_KAFKA_V_END);
+        err = rd_kafka_producev(relay->producer, RD_KAFKA_V_TOPIC(topic),
+                                RD_KAFKA_V_KEY(key, (size_t)PQgetlength(res, row, 2)),
+                                RD_KAFKA_V_VALUE((void *)value, (size_t)PQgetlength(res, row, 6)),
+                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                RD_KAFKA_V_HEADER("id", msg_id, -1),
+                                RD_KAFKA_V_HEADER("type", msg_type, -1),
+                                RD_KAFKA_V_HEADER("traceparent", traceparent, -1),
+                                RD_KAFKA_V_OPAQUE(&relay->slots[row]), RD_KAFKA_V_END);
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
             break;
         rd_kafka_poll(relay->producer, 10);
@@ -328,10 +331,10 @@ struct relay *relay_start(const struct relay_config *cfg, char *err, size_t errl
                                          "Outbox rows published and acknowledged by the broker");
     relay->m_failed = metrics_counter("outbox_publish_failures_total", NULL,
                                       "Outbox rows whose publication failed and will be retried");
-    relay->m_active = metrics_gauge("outbox_relay_active", NULL,
-                                    "1 while this process holds the relay lock");
-    relay->m_batch_ms = metrics_histogram("outbox_batch_duration_ms", NULL,
-                                          "Time to publish one outbox batch");
+    relay->m_active =
+        metrics_gauge("outbox_relay_active", NULL, "1 while this process holds the relay lock");
+    relay->m_batch_ms =
+        metrics_histogram("outbox_batch_duration_ms", NULL, "Time to publish one outbox batch");
     if (pthread_create(&relay->thread, NULL, relay_main, relay) != 0) {
         snprintf(err, errlen, "cannot start the relay thread");
         goto fail;

@@ -19,12 +19,12 @@
 
 struct relay_config {
     const char *db_url;
-    const char *name;       /* for logs and application_name */
+    const char *name; /* for logs and application_name */
     struct kafka_settings kafka;
-    long batch_size;        /* rows fetched and published per round; default 2000 */
-    long poll_interval_ms;  /* fallback poll when no NOTIFY arrives; default 500 */
-    long standby_check_ms;  /* how often a standby tries the lock; default 1000 */
-    long long lock_key;     /* advisory lock key; 0 picks the project default */
+    long batch_size;       /* rows fetched and published per round; default 2000 */
+    long poll_interval_ms; /* fallback poll when no NOTIFY arrives; default 500 */
+    long standby_check_ms; /* how often a standby tries the lock; default 1000 */
+    long long lock_key;    /* advisory lock key; 0 picks the project default */
 };
 
 struct relay; /* opaque */

@@ -197,8 +197,22 @@ class MsgTest:
 
     def close(self):
         for proc in self.processes:
-            proc.kill()
+            proc.stop()
         self.db.drop()
+        for proc in self.processes:
+            assert_no_sanitizer_report(proc.log_path)
+
+
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def assert_no_sanitizer_report(log_path):
+    """Fails if a sanitizer build reported a memory error, leak or undefined
+    behaviour in a process log."""
+    with open(log_path, errors="replace") as f:
+        text = f.read()
+    for marker in SANITIZER_MARKERS:
+        assert marker not in text, f"{marker} in {log_path}"
 
 
 def metrics(port):

@@ -119,10 +119,9 @@ static void expect_rejected(const char *json, const char *reason_part)
     struct envelope back;
     char err[128] = "";
 
-    ck_assert_msg(envelope_decode(json, strlen(json), &back, err, sizeof(err)) == -1,
-                  "accepted %s", json);
-    ck_assert_msg(strstr(err, reason_part) != NULL, "reason \"%s\" lacks \"%s\"", err,
-                  reason_part);
+    ck_assert_msg(envelope_decode(json, strlen(json), &back, err, sizeof(err)) == -1, "accepted %s",
+                  json);
+    ck_assert_msg(strstr(err, reason_part) != NULL, "reason \"%s\" lacks \"%s\"", err, reason_part);
 }
 
 #define GOOD_ID "\"id\":\"0b9f3c1e-8c1d-4c55-9a4e-2f1d7d2a9b10\""
