@@ -25,14 +25,14 @@ OPT := -O2
 endif
 
 CFLAGS := -std=c11 -Wall -Wextra -Werror $(OPT) -g -pthread $(SANFLAGS) \
-	$(shell pkg-config --cflags $(PKGS)) -Ishared
+	$(shell pkg-config --cflags $(PKGS)) -Ishared -Iservices
 LDFLAGS := -pthread $(SANFLAGS)
-LDLIBS := $(shell pkg-config --libs $(PKGS))
+LDLIBS := $(shell pkg-config --libs $(PKGS)) -lm
 CHECK_CFLAGS := $(shell pkg-config --cflags check)
 CHECK_LIBS := $(shell pkg-config --libs check)
 
 SHARED_SRC := $(wildcard shared/*.c)
-SHARED_OBJ := $(SHARED_SRC:%.c=$(BUILD)/%.o)
+SHARED_OBJ := $(SHARED_SRC:%.c=$(BUILD)/obj/%.o)
 SHARED_LIB := $(BUILD)/libshared.a
 
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
@@ -45,7 +45,7 @@ SERVICES := $(foreach s,$(wildcard services/*/main.c),$(BUILD)/$(patsubst %/main
 .PHONY: all test test-unit test-integration bench up down format format-check clean
 all: $(SHARED_LIB) $(UNIT_BIN) $(TOOLS) $(SERVICES)
 
-$(BUILD)/%.o: %.c $(wildcard shared/*.h) | $(BUILD)
+$(BUILD)/obj/%.o: %.c $(wildcard shared/*.h) services/contracts.h | $(BUILD)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
@@ -69,7 +69,8 @@ $(BUILD)/tests/%: tests/bench/%.c $(SHARED_LIB)
 
 # Each service: every .c file of services/<name>/ linked with the shared library.
 .SECONDEXPANSION:
-$(BUILD)/services/%: $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard services/%/*.c)) $(SHARED_LIB)
+$(BUILD)/services/%: $$(addprefix $(BUILD)/obj/,$$(subst .c,.o,$$(wildcard services/$$*/*.c))) $(SHARED_LIB)
+	@mkdir -p $(dir $@)
 	$(CC) $(filter %.o,$^) -o $@ $(LDFLAGS) $(SHARED_LIB) $(LDLIBS)
 
 test-unit: $(UNIT_BIN)

@@ -271,6 +271,11 @@ static int consumer_process(struct consumer *consumer, const rd_kafka_message_t 
     return 0;
 }
 
+int consumer_db_failure(PGconn *conn)
+{
+    return db_last_failure_transient(conn) ? CONSUMER_RETRY : CONSUMER_FAIL;
+}
+
 static void consumer_store_offset(struct consumer *consumer, const rd_kafka_message_t *msg)
 {
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);

@@ -50,6 +50,12 @@ struct consumer_message {
 typedef int (*consumer_handler_fn)(PGconn *conn, const struct consumer_message *msg, void *arg,
                                    char *err, size_t errlen);
 
+/* For a handler whose database statement failed on conn: CONSUMER_RETRY when
+ * the failure is transient (connection lost, serialization failure), else
+ * CONSUMER_FAIL, so a bug or a constraint violation ends in the dead-letter
+ * topic instead of blocking its partition forever. */
+int consumer_db_failure(PGconn *conn);
+
 struct consumer_config {
     const char *db_url;
     const char *name;            /* service name: logs, application_name, DLQ producer */

@@ -42,7 +42,10 @@ static rd_kafka_conf_t *base_conf(const struct kafka_settings *settings, char *e
                  errlen) != 0 ||
         conf_set(conf, "socket.nagle.disable", "true", err, errlen) != 0 ||
         conf_set(conf, "reconnect.backoff.ms", "50", err, errlen) != 0 ||
-        conf_set(conf, "reconnect.backoff.max.ms", "1000", err, errlen) != 0) {
+        conf_set(conf, "reconnect.backoff.max.ms", "1000", err, errlen) != 0 ||
+        /* A topic created just before subscribing may be missing from the
+         * first metadata answer; look again soon rather than in 5 minutes. */
+        conf_set(conf, "topic.metadata.refresh.interval.ms", "2000", err, errlen) != 0) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }

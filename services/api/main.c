@@ -1,0 +1,87 @@
+/*
+ * api - the web page and the DBOS-compatible REST API. Owns the read model
+ * (built by consuming checkout.events, inventory.events and dispatch.events)
+ * and the HTTP idempotency records; sends checkout, restock and payment
+ * provider commands through its outbox. main() only wires.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "contracts.h"
+#include "db_pool.h"
+#include "http.h"
+#include "log.h"
+#include "projections.h"
+#include "service.h"
+#include "store.h"
+
+#define PAGE_MAX (1024 * 1024)
+
+/* Reads the page into memory once; the process exits if it is missing. */
+static char *load_page(const char *path, size_t *len)
+{
+    FILE *file = fopen(path, "rb");
+    char *page = malloc(PAGE_MAX);
+
+    if (file == NULL || page == NULL) {
+        fprintf(stderr, "api: bad configuration:\nAPI_PAGE_PATH: cannot read %s\n", path);
+        exit(2);
+    }
+    *len = fread(page, 1, PAGE_MAX, file);
+    fclose(file);
+    return page;
+}
+
+int main(void)
+{
+    static const char *const consume[] = {TOPIC_CHECKOUT_EVENTS, TOPIC_INVENTORY_EVENTS,
+                                          TOPIC_DISPATCH_EVENTS, NULL};
+    static const char *const produce[] = {TOPIC_CHECKOUT_COMMANDS, TOPIC_INVENTORY_COMMANDS,
+                                          TOPIC_PAYMENT_COMMANDS, NULL};
+    static struct service_settings settings;
+    static char page_path[512];
+    static long http_port, pool_size;
+    static struct store store;
+    static const struct config_entry extra[] = {
+        {"HTTP_PORT", CONFIG_INT, &http_port, 0, "8080", 1, 65535, "web page and REST API port"},
+        {"API_PAGE_PATH", CONFIG_STRING, page_path, sizeof(page_path), "services/api/page.html",
+         0, 0, "the web page served at /"},
+        {"API_WAIT_MS", CONFIG_INT, &store.wait_ms, 0, "30000", 100, 600000,
+         "how long checkout, webhook and restock calls wait for their answer"},
+        {"API_POLL_MS", CONFIG_INT, &store.poll_ms, 0, "5", 1, 1000,
+         "read-model polling interval while waiting"},
+        {"API_DB_POOL", CONFIG_INT, &pool_size, 0, "32", 1, 500, "database connections"},
+    };
+    const struct service_spec spec = {.name = "api",
+                                      .default_admin_port = 9100,
+                                      .consume_topics = consume,
+                                      .produce_topics = produce,
+                                      .handler = projections_handle,
+                                      .extra_config = extra,
+                                      .extra_config_count = sizeof(extra) / sizeof(extra[0])};
+    struct http_server *http;
+    struct service *svc;
+    size_t page_len;
+    char *page;
+    char err[256];
+
+    service_configure(&spec, &settings);
+    page = load_page(page_path, &page_len);
+    store.pool = db_pool_new(settings.database_url, "api", (int)pool_size);
+    if (store.pool == NULL)
+        return 1;
+    svc = service_start(&spec, &settings);
+    http = http_start((int)http_port, &store, svc, page, page_len, err, sizeof(err));
+    if (http == NULL) {
+        log_error("msg=\"http server failed\" error=\"%s\"", err);
+        return 1;
+    }
+    log_info("msg=\"serving\" url=http://localhost:%ld", http_port);
+    service_wait(svc);
+    http_stop(http);
+    service_stop(svc);
+    db_pool_free(store.pool);
+    free(page);
+    return 0;
+}

@@ -1,0 +1,113 @@
+/*
+ * projections.c - applies snapshots to the read model. Snapshots carry a
+ * version and only replace older ones, and progress only moves down, so
+ * duplicates, replays and out-of-order delivery leave the newest state.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "projections.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "contracts.h"
+#include "db.h"
+#include "payload.h"
+
+static int project_order(PGconn *conn, const cJSON *p)
+{
+    long long order_id, product_id, status, version;
+    const char *key = payload_str(p, "idempotency_key");
+    const char *payment_id = payload_str(p, "payment_id");
+    const char *reason = payload_str(p, "reason");
+    const char *updated = payload_str(p, "last_update_time");
+    char order_text[32], product_text[16], status_text[8], version_text[32];
+
+    if (payload_int(p, "order_id", &order_id) != 0 || payload_int(p, "product_id", &product_id) ||
+        payload_int(p, "order_status", &status) || payload_int(p, "version", &version) ||
+        key == NULL || updated == NULL)
+        return CONSUMER_FAIL;
+    snprintf(order_text, sizeof(order_text), "%lld", order_id);
+    snprintf(product_text, sizeof(product_text), "%lld", product_id);
+    snprintf(status_text, sizeof(status_text), "%lld", status);
+    snprintf(version_text, sizeof(version_text), "%lld", version);
+    const char *params[] = {order_text, key,     product_text, status_text,
+                            payment_id, reason,  updated,      version_text};
+    return db_exec(conn, "project order",
+                   "INSERT INTO orders (order_id, idempotency_key, product_id, order_status, "
+                   "payment_id, reason, last_update_time, version) VALUES ($1::bigint, $2, "
+                   "$3::int, $4::int, $5, $6, $7::timestamptz, $8::bigint) "
+                   "ON CONFLICT (order_id) DO UPDATE SET order_status = excluded.order_status, "
+                   "payment_id = excluded.payment_id, reason = excluded.reason, "
+                   "last_update_time = excluded.last_update_time, version = excluded.version "
+                   "WHERE orders.version < excluded.version",
+                   8, params);
+}
+
+static int project_product(PGconn *conn, const cJSON *p)
+{
+    long long product_id, inventory, version;
+    const char *name = payload_str(p, "product");
+    const char *description = payload_str(p, "description");
+    const char *price = payload_str(p, "price");
+    char id_text[16], inventory_text[16], version_text[32];
+
+    if (payload_int(p, "product_id", &product_id) || payload_int(p, "inventory", &inventory) ||
+        payload_int(p, "version", &version) || !name || !description || !price)
+        return CONSUMER_FAIL;
+    snprintf(id_text, sizeof(id_text), "%lld", product_id);
+    snprintf(inventory_text, sizeof(inventory_text), "%lld", inventory);
+    snprintf(version_text, sizeof(version_text), "%lld", version);
+    const char *params[] = {id_text, name, description, price, inventory_text, version_text};
+    return db_exec(conn, "project product",
+                   "INSERT INTO products (product_id, product, description, price, inventory, "
+                   "version) VALUES ($1::int, $2, $3, $4::numeric, $5::int, $6::bigint) "
+                   "ON CONFLICT (product_id) DO UPDATE SET product = excluded.product, "
+                   "description = excluded.description, price = excluded.price, "
+                   "inventory = excluded.inventory, version = excluded.version "
+                   "WHERE products.version < excluded.version",
+                   6, params);
+}
+
+static int project_progress(PGconn *conn, const cJSON *p)
+{
+    long long order_id, remaining;
+    char order_text[32], remaining_text[16];
+
+    if (payload_int(p, "order_id", &order_id) || payload_int(p, "progress_remaining", &remaining))
+        return CONSUMER_FAIL;
+    snprintf(order_text, sizeof(order_text), "%lld", order_id);
+    snprintf(remaining_text, sizeof(remaining_text), "%lld", remaining);
+    const char *params[] = {order_text, remaining_text};
+    return db_exec(conn, "project progress",
+                   "INSERT INTO order_progress (order_id, progress_remaining) "
+                   "VALUES ($1::bigint, $2::int) ON CONFLICT (order_id) DO UPDATE "
+                   "SET progress_remaining = least(order_progress.progress_remaining, "
+                   "excluded.progress_remaining)",
+                   2, params);
+}
+
+int projections_handle(PGconn *conn, const struct consumer_message *msg, void *arg, char *err,
+                       size_t errlen)
+{
+    const char *type = msg->env->type;
+    int rc;
+
+    (void)arg;
+    if (strcmp(type, MSG_ORDER_UPDATED) == 0)
+        rc = project_order(conn, msg->env->payload);
+    else if (strcmp(type, MSG_PRODUCT_UPDATED) == 0)
+        rc = project_product(conn, msg->env->payload);
+    else if (strcmp(type, MSG_DISPATCH_PROGRESS) == 0)
+        rc = project_progress(conn, msg->env->payload);
+    else
+        return CONSUMER_SKIP;
+    if (rc == CONSUMER_FAIL) {
+        snprintf(err, errlen, "malformed %s payload", type);
+        return CONSUMER_FAIL;
+    }
+    if (rc != 0) {
+        snprintf(err, errlen, "database failure (SQLSTATE %s)", db_last_sqlstate());
+        return consumer_db_failure(conn);
+    }
+    return CONSUMER_OK;
+}

@@ -1,0 +1,92 @@
+/*
+ * inspect.c - read-only JSON views of sagas, built by PostgreSQL's JSON
+ * functions from the saga tables.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "inspect.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+
+#define SAGA_JSON                                                                                  \
+    "json_build_object('saga_id', s.saga_id, 'order_id', s.order_id, 'state', s.state, "           \
+    "'definition_version', s.definition_version, 'order_status', o.order_status, "                 \
+    "'payment_id', o.payment_id, 'reason', o.reason, "                                              \
+    "'compensation', json_build_object('stock_released', s.stock_released, "                       \
+    "'payment_voided', s.payment_voided, 'attempts', s.compensation_attempts), "                   \
+    "'created_at', s.created_at, 'updated_at', s.updated_at"
+
+static char *run_json(struct db_pool *pool, const char *sql, const char *param, int *status)
+{
+    const char *params[] = {param};
+    PGconn *conn = db_pool_acquire(pool, 2000);
+    PGresult *res;
+    char *body = NULL;
+
+    if (conn == NULL) {
+        *status = 503;
+        return strdup("database unavailable\n");
+    }
+    res = db_query(conn, "saga inspect", sql, 1, params);
+    if (res == NULL) {
+        *status = 500;
+        body = strdup("query failed\n");
+    } else if (PQntuples(res) == 0 || PQgetisnull(res, 0, 0)) {
+        *status = 404;
+        body = strdup("no such saga\n");
+    } else {
+        *status = 200;
+        body = strdup(PQgetvalue(res, 0, 0));
+    }
+    PQclear(res);
+    db_pool_release(pool, conn);
+    return body;
+}
+
+int inspect_route(void *arg, const char *method, const char *path, int *status, char **body,
+                  const char **content_type)
+{
+    struct db_pool *pool = arg;
+    const char *rest;
+
+    if (strcmp(method, "GET") != 0 || strncmp(path, "/sagas/", 7) != 0)
+        return -1;
+    rest = path + 7;
+    if (strlen(rest) == 0 || strlen(rest) > 200) {
+        *status = 400;
+        *body = strdup("bad saga id\n");
+        *content_type = "text/plain";
+        return 0;
+    }
+    *content_type = "application/json";
+    if (strncmp(rest, "state/", 6) == 0) {
+        *body = run_json(pool,
+                         "SELECT coalesce(json_agg(x ORDER BY x_created DESC), '[]') FROM ("
+                         "SELECT " SAGA_JSON ") AS x, s.created_at AS x_created "
+                         "FROM sagas s JOIN orders o USING (order_id) WHERE s.state = $1 "
+                         "ORDER BY s.created_at DESC LIMIT 100) q",
+                         rest + 6, status);
+        if (*status == 404) {
+            *status = 200;
+            free(*body);
+            *body = strdup("[]");
+        }
+        return 0;
+    }
+    *body = run_json(pool,
+                     "SELECT " SAGA_JSON ", "
+                     "'steps', (SELECT coalesce(json_agg(json_build_object('event', t.event, "
+                     "'from', t.state_from, 'to', t.state_to, 'attempt', t.attempt, "
+                     "'message_id', t.message_id, 'detail', t.detail, 'at', t.at) "
+                     "ORDER BY t.step_id), '[]') FROM saga_steps t WHERE t.saga_id = s.saga_id), "
+                     "'timers', (SELECT coalesce(json_agg(json_build_object('kind', m.kind, "
+                     "'fire_at', m.fire_at)), '[]') FROM timers m WHERE m.saga_id = s.saga_id)) "
+                     "FROM sagas s JOIN orders o USING (order_id) WHERE s.saga_id = $1",
+                     rest, status);
+    if (*status != 200)
+        *content_type = "text/plain";
+    return 0;
+}

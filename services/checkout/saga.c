@@ -1,0 +1,498 @@
+/*
+ * saga.c - checkout saga transitions. The saga row is locked (FOR UPDATE) for
+ * the whole transaction, and each handler acts only from the states where its
+ * event is expected, so duplicates, late and out-of-order events fall through
+ * as recorded no-ops.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "saga.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "contracts.h"
+#include "db.h"
+#include "log.h"
+#include "payload.h"
+
+#define SERVICE "checkout"
+
+struct saga {
+    char saga_id[ENVELOPE_KEY_MAX];
+    char order_id[32];
+    char state[32];
+    int stock_released;
+    int payment_voided;
+    int compensation_attempts;
+    char payment_id[64];
+    char product_id[16];
+    char quantity[16];
+};
+
+/* Loads and locks the saga of order_id (or, when order_id is NULL, of
+ * saga_id). Returns 1 when found, 0 when not, -1 on failure. */
+static int saga_load(PGconn *conn, const char *order_id, const char *saga_id, struct saga *saga)
+{
+    const char *params[] = {order_id ? order_id : saga_id};
+    PGresult *res = db_query(conn, "saga load",
+                             order_id ? "SELECT s.saga_id, s.order_id, s.state, s.stock_released, "
+                                        "s.payment_voided, s.compensation_attempts, "
+                                        "coalesce(o.payment_id, ''), o.product_id, o.quantity "
+                                        "FROM sagas s JOIN orders o USING (order_id) "
+                                        "WHERE s.order_id = $1::bigint FOR UPDATE OF s"
+                                      : "SELECT s.saga_id, s.order_id, s.state, s.stock_released, "
+                                        "s.payment_voided, s.compensation_attempts, "
+                                        "coalesce(o.payment_id, ''), o.product_id, o.quantity "
+                                        "FROM sagas s JOIN orders o USING (order_id) "
+                                        "WHERE s.saga_id = $1 FOR UPDATE OF s",
+                             1, params);
+    int found;
+
+    if (res == NULL)
+        return -1;
+    found = PQntuples(res) == 1;
+    if (found) {
+        snprintf(saga->saga_id, sizeof(saga->saga_id), "%s", PQgetvalue(res, 0, 0));
+        snprintf(saga->order_id, sizeof(saga->order_id), "%s", PQgetvalue(res, 0, 1));
+        snprintf(saga->state, sizeof(saga->state), "%s", PQgetvalue(res, 0, 2));
+        saga->stock_released = strcmp(PQgetvalue(res, 0, 3), "t") == 0;
+        saga->payment_voided = strcmp(PQgetvalue(res, 0, 4), "t") == 0;
+        saga->compensation_attempts = atoi(PQgetvalue(res, 0, 5));
+        snprintf(saga->payment_id, sizeof(saga->payment_id), "%s", PQgetvalue(res, 0, 6));
+        snprintf(saga->product_id, sizeof(saga->product_id), "%s", PQgetvalue(res, 0, 7));
+        snprintf(saga->quantity, sizeof(saga->quantity), "%s", PQgetvalue(res, 0, 8));
+    }
+    PQclear(res);
+    return found;
+}
+
+/* Records a step (and a state change when to differs from the current state). */
+static int saga_step(PGconn *conn, struct saga *saga, const char *event, const char *to,
+                     const char *message_id, const char *detail)
+{
+    char attempt[16];
+    const char *params[] = {saga->saga_id, event,     saga->state, to,
+                            attempt,       message_id, detail};
+
+    snprintf(attempt, sizeof(attempt), "%d", saga->compensation_attempts + 1);
+    if (db_exec(conn, "saga step",
+                "INSERT INTO saga_steps (saga_id, event, state_from, state_to, attempt, "
+                "message_id, detail) VALUES ($1, $2, $3, $4, $5::int, $6, $7)",
+                7, params) != 0)
+        return -1;
+    if (strcmp(to, saga->state) == 0)
+        return 0;
+    const char *update[] = {saga->saga_id, to};
+    if (db_exec(conn, "saga state",
+                "UPDATE sagas SET state = $2, updated_at = now() WHERE saga_id = $1", 2,
+                update) != 0)
+        return -1;
+    log_info("msg=\"saga transition\" saga_id=%s order_id=%s from=%s to=%s event=%s",
+             saga->saga_id, saga->order_id, saga->state, to, event);
+    snprintf(saga->state, sizeof(saga->state), "%s", to);
+    return 0;
+}
+
+/*
+ * Changes the order (status, and reason / payment id when given) and
+ * publishes its new snapshot on checkout.events.
+ */
+static int order_update(PGconn *conn, const struct consumer_message *cause, const char *order_id,
+                        int status, const char *reason, const char *payment_id)
+{
+    char status_text[8];
+    const char *params[] = {order_id, status_text, reason, payment_id};
+    PGresult *res;
+    cJSON *payload;
+    int rc;
+
+    snprintf(status_text, sizeof(status_text), "%d", status);
+    res = db_query(conn, "order update",
+                   "UPDATE orders SET order_status = $2::int, reason = coalesce($3, reason), "
+                   "payment_id = coalesce($4, payment_id), version = version + 1, "
+                   "last_update_time = now() WHERE order_id = $1::bigint "
+                   "RETURNING order_id, idempotency_key, product_id, order_status, payment_id, "
+                   "reason, to_char(last_update_time AT TIME ZONE 'UTC', "
+                   "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), version",
+                   4, params);
+    if (res == NULL || PQntuples(res) != 1) {
+        PQclear(res);
+        return -1;
+    }
+    payload = cJSON_CreateObject();
+    cJSON_AddNumberToObject(payload, "order_id", atof(PQgetvalue(res, 0, 0)));
+    cJSON_AddStringToObject(payload, "idempotency_key", PQgetvalue(res, 0, 1));
+    cJSON_AddNumberToObject(payload, "product_id", atoi(PQgetvalue(res, 0, 2)));
+    cJSON_AddNumberToObject(payload, "order_status", atoi(PQgetvalue(res, 0, 3)));
+    if (PQgetisnull(res, 0, 4))
+        cJSON_AddNullToObject(payload, "payment_id");
+    else
+        cJSON_AddStringToObject(payload, "payment_id", PQgetvalue(res, 0, 4));
+    if (PQgetisnull(res, 0, 5))
+        cJSON_AddNullToObject(payload, "reason");
+    else
+        cJSON_AddStringToObject(payload, "reason", PQgetvalue(res, 0, 5));
+    cJSON_AddStringToObject(payload, "last_update_time", PQgetvalue(res, 0, 6));
+    cJSON_AddNumberToObject(payload, "version", atof(PQgetvalue(res, 0, 7)));
+    rc = payload_emit(conn, TOPIC_CHECKOUT_EVENTS, PQgetvalue(res, 0, 1), MSG_ORDER_UPDATED,
+                      SERVICE, cause, PQgetvalue(res, 0, 1), payload);
+    PQclear(res);
+    return rc;
+}
+
+/* Sends a command about the saga's order to topic. */
+static int command(PGconn *conn, const struct consumer_message *cause, const struct saga *saga,
+                   const char *topic, const char *type, cJSON *payload)
+{
+    if (payload == NULL)
+        payload = cJSON_CreateObject();
+    cJSON_AddNumberToObject(payload, "order_id", atof(saga->order_id));
+    return payload_emit(conn, topic, saga->saga_id, type, SERVICE, cause, saga->saga_id, payload);
+}
+
+static int timer_set(PGconn *conn, const char *saga_id, const char *kind, long delay_ms)
+{
+    char delay[32];
+    const char *params[] = {saga_id, kind, delay};
+
+    snprintf(delay, sizeof(delay), "%ld", delay_ms);
+    return db_exec(conn, "timer set",
+                   "INSERT INTO timers (saga_id, kind, fire_at) "
+                   "VALUES ($1, $2, now() + $3::bigint * interval '1 millisecond') "
+                   "ON CONFLICT (saga_id, kind) DO UPDATE SET fire_at = excluded.fire_at",
+                   3, params);
+}
+
+static int timer_clear(PGconn *conn, const char *saga_id, const char *kind)
+{
+    const char *params[] = {saga_id, kind};
+
+    return db_exec(conn, "timer clear", "DELETE FROM timers WHERE saga_id = $1 AND kind = $2", 2,
+                   params);
+}
+
+/* Sends whichever compensations are still unconfirmed. */
+static int send_compensations(PGconn *conn, const struct consumer_message *cause,
+                              const struct saga *saga)
+{
+    if (!saga->stock_released &&
+        command(conn, cause, saga, TOPIC_INVENTORY_COMMANDS, MSG_RELEASE_STOCK, NULL) != 0)
+        return -1;
+    if (!saga->payment_voided) {
+        cJSON *payload = cJSON_CreateObject();
+
+        cJSON_AddStringToObject(payload, "payment_id", saga->payment_id);
+        if (command(conn, cause, saga, TOPIC_PAYMENT_COMMANDS, MSG_CANCEL_PAYMENT, payload) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Gives up on the payment: cancel the order, release its stock, void its
+ * payment, and keep retrying those until both are confirmed. */
+static int compensate(PGconn *conn, const struct consumer_message *cause, struct saga *saga,
+                      const struct saga_config *cfg, const char *event, const char *reason)
+{
+    if (saga_step(conn, saga, event, "compensating", cause ? cause->env->id : NULL, reason) != 0 ||
+        timer_clear(conn, saga->saga_id, "payment_timeout") != 0 ||
+        order_update(conn, cause, saga->order_id, ORDER_CANCELLED, reason, NULL) != 0 ||
+        send_compensations(conn, cause, saga) != 0 ||
+        timer_set(conn, saga->saga_id, "compensation_retry", cfg->compensation_retry_ms) != 0)
+        return -1;
+    log_warn("msg=\"order cancelled\" saga_id=%s order_id=%s reason=\"%s\"", saga->saga_id,
+             saga->order_id, reason);
+    return 0;
+}
+
+/* Called when one compensation is confirmed; closes the saga after both. */
+static int compensation_confirmed(PGconn *conn, struct saga *saga, const char *column,
+                                  const char *event, const char *message_id, const char *detail)
+{
+    const char *params[] = {saga->saga_id};
+    char sql[160];
+
+    snprintf(sql, sizeof(sql), "UPDATE sagas SET %s = true, updated_at = now() WHERE saga_id = $1",
+             column);
+    if (db_exec(conn, "compensation confirmed", sql, 1, params) != 0)
+        return -1;
+    if (strcmp(column, "stock_released") == 0)
+        saga->stock_released = 1;
+    else
+        saga->payment_voided = 1;
+    if (saga->stock_released && saga->payment_voided &&
+        (strcmp(saga->state, "compensating") == 0 ||
+         strcmp(saga->state, "compensation_failed") == 0)) {
+        if (timer_clear(conn, saga->saga_id, "compensation_retry") != 0)
+            return -1;
+        return saga_step(conn, saga, event, "cancelled", message_id, detail);
+    }
+    return saga_step(conn, saga, event, saga->state, message_id, detail);
+}
+
+static int start_checkout(PGconn *conn, const struct consumer_message *msg)
+{
+    const char *key = payload_str(msg->env->payload, "idempotency_key");
+    long long product = WIDGET_PRODUCT_ID;
+    char product_id[16], version[8];
+    struct saga saga = {0};
+    PGresult *res;
+
+    if (key == NULL || key[0] == '\0' || strlen(key) >= sizeof(saga.saga_id))
+        return CONSUMER_FAIL;
+    payload_int(msg->env->payload, "product_id", &product);
+    snprintf(product_id, sizeof(product_id), "%lld", product);
+    const char *params[] = {key, product_id};
+    /* One order per idempotency key, whatever the number of requests. */
+    res = db_query(conn, "order create",
+                   "INSERT INTO orders (idempotency_key, product_id, order_status) "
+                   "VALUES ($1, $2::int, 0) ON CONFLICT (idempotency_key) DO NOTHING "
+                   "RETURNING order_id",
+                   2, params);
+    if (res == NULL)
+        return -1;
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        log_info("msg=\"repeated checkout request\" saga_id=%s", key);
+        return CONSUMER_SKIP;
+    }
+    snprintf(saga.order_id, sizeof(saga.order_id), "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    snprintf(saga.saga_id, sizeof(saga.saga_id), "%s", key);
+    snprintf(saga.state, sizeof(saga.state), "%s", "reserving");
+    snprintf(version, sizeof(version), "%d", SAGA_DEFINITION_VERSION);
+    const char *insert[] = {key, saga.order_id, version};
+    if (db_exec(conn, "saga create",
+                "INSERT INTO sagas (saga_id, order_id, definition_version, state) "
+                "VALUES ($1, $2::bigint, $3::int, 'reserving')",
+                3, insert) != 0)
+        return -1;
+    cJSON *payload = cJSON_CreateObject();
+    cJSON_AddNumberToObject(payload, "product_id", (double)product);
+    cJSON_AddNumberToObject(payload, "quantity", 1);
+    if (saga_step(conn, &saga, msg->env->type, "reserving", msg->env->id, NULL) != 0 ||
+        order_update(conn, msg, saga.order_id, ORDER_PENDING, NULL, NULL) != 0 ||
+        command(conn, msg, &saga, TOPIC_INVENTORY_COMMANDS, MSG_RESERVE_STOCK, payload) != 0)
+        return -1;
+    log_info("msg=\"checkout started\" saga_id=%s order_id=%s", key, saga.order_id);
+    return CONSUMER_OK;
+}
+
+/* Handles a reply about an existing saga. */
+static int advance(PGconn *conn, const struct consumer_message *msg, const struct saga_config *cfg,
+                   struct saga *saga)
+{
+    const char *type = msg->env->type;
+    const char *id = msg->env->id;
+    const char *state = saga->state;
+
+    if (strcmp(type, MSG_STOCK_RESERVED) == 0 && strcmp(state, "reserving") == 0) {
+        const char *unit_price = payload_str(msg->env->payload, "unit_price");
+        char amount[32];
+        const char *params[] = {saga->order_id, unit_price ? unit_price : "0"};
+        PGresult *res = db_query(conn, "order amount",
+                                 "UPDATE orders SET amount = $2::numeric * quantity "
+                                 "WHERE order_id = $1::bigint RETURNING amount::text",
+                                 2, params);
+
+        if (res == NULL || PQntuples(res) != 1) {
+            PQclear(res);
+            return -1;
+        }
+        snprintf(amount, sizeof(amount), "%s", PQgetvalue(res, 0, 0));
+        PQclear(res);
+        cJSON *payload = cJSON_CreateObject();
+        cJSON_AddStringToObject(payload, "amount", amount);
+        return saga_step(conn, saga, type, "opening_payment", id, NULL) != 0 ||
+                       command(conn, msg, saga, TOPIC_PAYMENT_COMMANDS, MSG_CREATE_PAYMENT,
+                               payload) != 0
+                   ? -1
+                   : 0;
+    }
+    if (strcmp(type, MSG_STOCK_REJECTED) == 0 && strcmp(state, "reserving") == 0) {
+        const char *reason = payload_str(msg->env->payload, "reason");
+
+        /* Nothing was taken, so there is nothing to compensate. */
+        saga->stock_released = saga->payment_voided = 1;
+        return saga_step(conn, saga, type, "cancelled", id, reason) != 0 ||
+                       order_update(conn, msg, saga->order_id, ORDER_CANCELLED,
+                                    reason ? reason : "out of stock", NULL) != 0
+                   ? -1
+                   : 0;
+    }
+    if (strcmp(type, MSG_PAYMENT_CREATED) == 0 && strcmp(state, "opening_payment") == 0) {
+        const char *payment_id = payload_str(msg->env->payload, "payment_id");
+
+        if (payment_id == NULL)
+            return CONSUMER_FAIL;
+        snprintf(saga->payment_id, sizeof(saga->payment_id), "%s", payment_id);
+        return saga_step(conn, saga, type, "awaiting_payment", id, payment_id) != 0 ||
+                       timer_set(conn, saga->saga_id, "payment_timeout",
+                                 cfg->payment_timeout_ms) != 0 ||
+                       order_update(conn, msg, saga->order_id, ORDER_PENDING, NULL,
+                                    payment_id) != 0
+                   ? -1
+                   : 0;
+    }
+    if (strcmp(type, MSG_PAYMENT_SUCCEEDED) == 0 && strcmp(state, "awaiting_payment") == 0) {
+        return saga_step(conn, saga, type, "dispatching", id, NULL) != 0 ||
+                       timer_clear(conn, saga->saga_id, "payment_timeout") != 0 ||
+                       order_update(conn, msg, saga->order_id, ORDER_PAID, NULL, NULL) != 0 ||
+                       command(conn, msg, saga, TOPIC_INVENTORY_COMMANDS, MSG_COMMIT_STOCK,
+                               NULL) != 0 ||
+                       command(conn, msg, saga, TOPIC_DISPATCH_COMMANDS, MSG_START_DISPATCH,
+                               NULL) != 0
+                   ? -1
+                   : 0;
+    }
+    if (strcmp(type, MSG_PAYMENT_FAILED) == 0 && strcmp(state, "awaiting_payment") == 0)
+        return compensate(conn, msg, saga, cfg, type, "payment failed");
+    if (strcmp(type, MSG_STOCK_RELEASED) == 0 && !saga->stock_released)
+        return compensation_confirmed(conn, saga, "stock_released", type, id, NULL);
+    if (strcmp(type, MSG_PAYMENT_VOIDED) == 0 && !saga->payment_voided)
+        return compensation_confirmed(conn, saga, "payment_voided", type, id,
+                                      payload_str(msg->env->payload, "outcome"));
+    if (strcmp(type, MSG_DISPATCH_COMPLETED) == 0 && strcmp(state, "dispatching") == 0) {
+        return saga_step(conn, saga, type, "completed", id, NULL) != 0 ||
+                       order_update(conn, msg, saga->order_id, ORDER_DISPATCHED, NULL, NULL) != 0
+                   ? -1
+                   : 0;
+    }
+    /* Late, repeated or out-of-order: keep it in the history, change nothing.
+     * (A success after cancellation is refunded by payment itself.) */
+    return saga_step(conn, saga, type, state, id, "ignored in this state");
+}
+
+int saga_handle(PGconn *conn, const struct consumer_message *msg, void *arg, char *err,
+                size_t errlen)
+{
+    const struct saga_config *cfg = arg;
+    const char *type = msg->env->type;
+    long long order = 0;
+    char order_id[32];
+    struct saga saga;
+    int rc;
+
+    if (strcmp(type, MSG_CHECKOUT_REQUESTED) == 0) {
+        rc = start_checkout(conn, msg);
+    } else if (strcmp(type, MSG_STOCK_RESERVED) == 0 || strcmp(type, MSG_STOCK_REJECTED) == 0 ||
+               strcmp(type, MSG_STOCK_RELEASED) == 0 || strcmp(type, MSG_PAYMENT_CREATED) == 0 ||
+               strcmp(type, MSG_PAYMENT_SUCCEEDED) == 0 || strcmp(type, MSG_PAYMENT_FAILED) == 0 ||
+               strcmp(type, MSG_PAYMENT_VOIDED) == 0 || strcmp(type, MSG_PAYMENT_REFUNDED) == 0 ||
+               strcmp(type, MSG_DISPATCH_COMPLETED) == 0) {
+        if (payload_int(msg->env->payload, "order_id", &order) != 0) {
+            snprintf(err, errlen, "%s without order_id", type);
+            return CONSUMER_FAIL;
+        }
+        snprintf(order_id, sizeof(order_id), "%lld", order);
+        rc = saga_load(conn, order_id, NULL, &saga);
+        if (rc == 0) {
+            log_warn("msg=\"event for an unknown saga ignored\" type=%s order_id=%s", type,
+                     order_id);
+            return CONSUMER_SKIP;
+        }
+        if (rc > 0)
+            rc = advance(conn, msg, cfg, &saga);
+    } else {
+        /* Other events on these topics (progress, snapshots) are not ours. */
+        return CONSUMER_SKIP;
+    }
+    if (rc == CONSUMER_FAIL) {
+        snprintf(err, errlen, "malformed %s", type);
+        return CONSUMER_FAIL;
+    }
+    if (rc < 0) {
+        snprintf(err, errlen, "database failure (SQLSTATE %s)", db_last_sqlstate());
+        return consumer_db_failure(conn);
+    }
+    return rc == CONSUMER_SKIP ? CONSUMER_SKIP : CONSUMER_OK;
+}
+
+/* Fires one due timer: the payment timeout or a compensation retry. */
+static int fire_timer(PGconn *conn, const struct saga_config *cfg, const char *saga_id,
+                      const char *kind)
+{
+    struct saga saga;
+    const char *params[] = {saga_id, kind};
+    PGresult *res;
+    int due, found;
+
+    /* Lock order everywhere: saga first, then its timers. */
+    found = saga_load(conn, NULL, saga_id, &saga);
+    if (found <= 0)
+        return found;
+    res = db_query(conn, "timer lock",
+                   "DELETE FROM timers WHERE saga_id = $1 AND kind = $2 AND fire_at <= now() "
+                   "RETURNING saga_id",
+                   2, params);
+    if (res == NULL)
+        return -1;
+    due = PQntuples(res) == 1;
+    PQclear(res);
+    if (!due)
+        return 0;
+    if (strcmp(kind, "payment_timeout") == 0) {
+        if (strcmp(saga.state, "awaiting_payment") != 0)
+            return 0;
+        return compensate(conn, NULL, &saga, cfg, "payment_timeout", "payment timed out");
+    }
+    if (strcmp(saga.state, "compensating") != 0)
+        return 0;
+    saga.compensation_attempts++;
+    char attempts[16];
+    const char *update[] = {saga_id, attempts};
+    snprintf(attempts, sizeof(attempts), "%d", saga.compensation_attempts);
+    if (db_exec(conn, "compensation attempt",
+                "UPDATE sagas SET compensation_attempts = $2::int WHERE saga_id = $1", 2,
+                update) != 0)
+        return -1;
+    if (saga.compensation_attempts >= cfg->max_compensation_rounds) {
+        log_error("msg=\"compensation keeps failing; saga parked\" saga_id=%s order_id=%s "
+                  "attempts=%d stock_released=%d payment_voided=%d",
+                  saga.saga_id, saga.order_id, saga.compensation_attempts, saga.stock_released,
+                  saga.payment_voided);
+        return saga_step(conn, &saga, "compensation_retry", "compensation_failed", NULL,
+                         "compensation unconfirmed after every retry");
+    }
+    /* Exponential spacing of the resends, capped at a minute. */
+    long delay = cfg->compensation_retry_ms;
+    for (int i = 0; i < saga.compensation_attempts && delay < 60000; i++)
+        delay *= 2;
+    if (saga_step(conn, &saga, "compensation_retry", "compensating", NULL, "resent") != 0 ||
+        send_compensations(conn, NULL, &saga) != 0 ||
+        timer_set(conn, saga_id, "compensation_retry", delay < 60000 ? delay : 60000) != 0)
+        return -1;
+    return 0;
+}
+
+int saga_fire_timers(PGconn *conn, void *arg)
+{
+    const struct saga_config *cfg = arg;
+    PGresult *res;
+    char saga_id[ENVELOPE_KEY_MAX], kind[32];
+    int rc;
+
+    res = db_query(conn, "timers due",
+                   "SELECT saga_id, kind FROM timers WHERE fire_at <= now() "
+                   "ORDER BY fire_at LIMIT 1",
+                   0, NULL);
+    if (res == NULL)
+        return -1;
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        return 0;
+    }
+    snprintf(saga_id, sizeof(saga_id), "%s", PQgetvalue(res, 0, 0));
+    snprintf(kind, sizeof(kind), "%s", PQgetvalue(res, 0, 1));
+    PQclear(res);
+    if (db_begin(conn) != 0)
+        return -1;
+    rc = fire_timer(conn, cfg, saga_id, kind);
+    if (rc < 0) {
+        db_rollback(conn);
+        return -1;
+    }
+    if (db_commit(conn) != 0)
+        return -1;
+    return 1;
+}

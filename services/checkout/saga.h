@@ -1,0 +1,36 @@
+/*
+ * saga.h - the checkout saga: create the order, reserve stock, open a
+ * payment, wait for the provider under a durable timeout, then either mark the
+ * order paid and dispatch it, or release the stock, void the payment and
+ * cancel it. Every transition is one local transaction that also records the
+ * step and writes the next commands to the outbox.
+ *
+ *   reserving -> opening_payment -> awaiting_payment -> dispatching -> completed
+ *        |                                |
+ *        v (out of stock)                 v (failed, timed out)
+ *    cancelled <------------------- compensating --(retries exhausted)-->
+ *                                                      compensation_failed
+ */
+#ifndef CHECKOUT_SAGA_H
+#define CHECKOUT_SAGA_H
+
+#include "consumer.h"
+
+#define SAGA_DEFINITION_VERSION 1
+
+struct saga_config {
+    long payment_timeout_ms;       /* PAYMENT_TIMEOUT_MS */
+    long compensation_retry_ms;    /* first resend of a compensation (COMPENSATION_RETRY_MS) */
+    long max_compensation_rounds;  /* rounds before compensation_failed (COMPENSATION_MAX_ROUNDS) */
+};
+
+/* consumer_handler_fn for checkout.commands and the events of inventory,
+ * payment and dispatch; arg is a struct saga_config. */
+int saga_handle(PGconn *conn, const struct consumer_message *msg, void *arg, char *err,
+                size_t errlen);
+
+/* ticker_fn firing due durable timers, one per transaction; arg as above.
+ * Returns the number fired, or -1. */
+int saga_fire_timers(PGconn *conn, void *arg);
+
+#endif

@@ -1,0 +1,14 @@
+/*
+ * stock.h - inventory's message handler: reservations, releases, sales and
+ * restocks of products, one reservation per order, stock conserved.
+ */
+#ifndef INVENTORY_STOCK_H
+#define INVENTORY_STOCK_H
+
+#include "consumer.h"
+
+/* consumer_handler_fn for inventory.commands. */
+int stock_handle(PGconn *conn, const struct consumer_message *msg, void *arg, char *err,
+                 size_t errlen);
+
+#endif

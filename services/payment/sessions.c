@@ -1,0 +1,199 @@
+/*
+ * sessions.c - payment.commands handler. Each payment row is locked while it
+ * changes, and every transition checks the current status, so repeats and
+ * races (a provider result against a cancellation) are decided once.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "sessions.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "contracts.h"
+#include "db.h"
+#include "envelope.h"
+#include "log.h"
+#include "payload.h"
+
+#define SERVICE "payment"
+
+static int emit(PGconn *conn, const struct consumer_message *msg, const char *type,
+                const char *order_id, const char *payment_id, const char *outcome)
+{
+    cJSON *payload = cJSON_CreateObject();
+
+    cJSON_AddNumberToObject(payload, "order_id", atof(order_id));
+    cJSON_AddStringToObject(payload, "payment_id", payment_id);
+    if (outcome)
+        cJSON_AddStringToObject(payload, "outcome", outcome);
+    return payload_emit(conn, TOPIC_PAYMENT_EVENTS, msg->key, type, SERVICE, msg, NULL, payload);
+}
+
+static int create_payment(PGconn *conn, const struct consumer_message *msg, const char *order_id)
+{
+    const char *amount = payload_str(msg->env->payload, "amount");
+    char payment_id[ENVELOPE_UUID_LEN + 1];
+    PGresult *res;
+
+    if (amount == NULL)
+        amount = "0";
+    envelope_new_uuid(payment_id);
+    {
+        const char *params[] = {payment_id, order_id, msg->env->saga_id, amount};
+
+        /* One session per order: a repeated request returns the first id. */
+        res = db_query(conn, "payment create",
+                       "WITH created AS (INSERT INTO payments "
+                       "(payment_id, order_id, saga_id, amount, status) "
+                       "VALUES ($1::uuid, $2::bigint, $3, $4::numeric, 'pending') "
+                       "ON CONFLICT (order_id) DO NOTHING RETURNING payment_id) "
+                       "SELECT payment_id::text FROM created UNION ALL "
+                       "SELECT payment_id::text FROM payments WHERE order_id = $2::bigint",
+                       4, params);
+    }
+    if (res == NULL)
+        return -1;
+    if (PQntuples(res) < 1) {
+        PQclear(res);
+        return -1;
+    }
+    snprintf(payment_id, sizeof(payment_id), "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    log_info("msg=\"payment session\" order_id=%s payment_id=%s saga_id=%s", order_id, payment_id,
+             msg->env->saga_id);
+    return emit(conn, msg, MSG_PAYMENT_CREATED, order_id, payment_id, NULL);
+}
+
+/* Locks the payment. Returns 1 and fills status/order_id, 0 if unknown, -1. */
+static int load_payment(PGconn *conn, const char *payment_id, char *status, char *order_id)
+{
+    const char *params[] = {payment_id};
+    PGresult *res;
+    int found;
+
+    if (!envelope_is_uuid(payment_id))
+        return 0;
+    res = db_query(conn, "payment read",
+                   "SELECT status, order_id FROM payments WHERE payment_id = $1::uuid FOR UPDATE",
+                   1, params);
+    if (res == NULL)
+        return -1;
+    found = PQntuples(res) == 1;
+    if (found) {
+        snprintf(status, 16, "%s", PQgetvalue(res, 0, 0));
+        snprintf(order_id, 32, "%s", PQgetvalue(res, 0, 1));
+    }
+    PQclear(res);
+    return found;
+}
+
+static int set_status(PGconn *conn, const char *payment_id, const char *status,
+                      const char *provider_result)
+{
+    const char *params[] = {payment_id, status, provider_result};
+
+    return db_exec(conn, "payment update",
+                   "UPDATE payments SET status = $2, "
+                   "provider_result = coalesce(provider_result, $3), "
+                   "captured_at = CASE WHEN $2 IN ('captured', 'refunded') "
+                   "THEN coalesce(captured_at, now()) ELSE captured_at END, "
+                   "refunded_at = CASE WHEN $2 = 'refunded' THEN now() ELSE refunded_at END, "
+                   "updated_at = now() WHERE payment_id = $1::uuid",
+                   3, params);
+}
+
+static int provider_result(PGconn *conn, const struct consumer_message *msg)
+{
+    const char *payment_id = payload_str(msg->env->payload, "payment_id");
+    const char *result = payload_str(msg->env->payload, "status");
+    char status[16], order_id[32];
+    int paid = result && strcmp(result, "paid") == 0;
+    int found;
+
+    if (payment_id == NULL)
+        return CONSUMER_SKIP;
+    found = load_payment(conn, payment_id, status, order_id);
+    if (found <= 0) {
+        if (found == 0)
+            log_warn("msg=\"provider result for an unknown payment ignored\" payment_id=%.40s",
+                     payment_id);
+        return found == 0 ? CONSUMER_SKIP : -1;
+    }
+    if (strcmp(status, "pending") == 0) {
+        if (set_status(conn, payment_id, paid ? "captured" : "failed", paid ? "paid" : "failed"))
+            return -1;
+        log_info("msg=\"provider result\" payment_id=%s order_id=%s result=%s", payment_id,
+                 order_id, paid ? "paid" : "failed");
+        return emit(conn, msg, paid ? MSG_PAYMENT_SUCCEEDED : MSG_PAYMENT_FAILED, order_id,
+                    payment_id, NULL);
+    }
+    if (strcmp(status, "cancelled") == 0 && paid) {
+        /* The provider took the money after we gave up: give it back. */
+        if (set_status(conn, payment_id, "refunded", "paid"))
+            return -1;
+        log_warn("msg=\"success after cancellation refunded\" payment_id=%s order_id=%s",
+                 payment_id, order_id);
+        return emit(conn, msg, MSG_PAYMENT_REFUNDED, order_id, payment_id, NULL);
+    }
+    log_info("msg=\"repeated provider result ignored\" payment_id=%s status=%s", payment_id,
+             status);
+    return CONSUMER_SKIP;
+}
+
+static int cancel_payment(PGconn *conn, const struct consumer_message *msg, const char *order)
+{
+    const char *payment_id = payload_str(msg->env->payload, "payment_id");
+    char status[16], order_id[32];
+    const char *outcome;
+    int found;
+
+    found = payment_id ? load_payment(conn, payment_id, status, order_id) : 0;
+    if (found < 0)
+        return -1;
+    if (found == 0)
+        return emit(conn, msg, MSG_PAYMENT_VOIDED, order, payment_id ? payment_id : "", "none");
+    if (strcmp(status, "pending") == 0 || strcmp(status, "cancelled") == 0) {
+        outcome = "cancelled";
+        if (strcmp(status, "pending") == 0 && set_status(conn, payment_id, "cancelled", NULL))
+            return -1;
+    } else if (strcmp(status, "failed") == 0) {
+        outcome = "not_charged";
+    } else {
+        outcome = "refunded";
+        if (strcmp(status, "captured") == 0 && set_status(conn, payment_id, "refunded", NULL))
+            return -1;
+    }
+    log_info("msg=\"payment voided\" payment_id=%s order_id=%s outcome=%s", payment_id, order_id,
+             outcome);
+    return emit(conn, msg, MSG_PAYMENT_VOIDED, order_id, payment_id, outcome);
+}
+
+int sessions_handle(PGconn *conn, const struct consumer_message *msg, void *arg, char *err,
+                    size_t errlen)
+{
+    const char *type = msg->env->type;
+    long long order = 0;
+    char order_id[32];
+    int rc;
+
+    (void)arg;
+    if (strcmp(type, MSG_PROVIDER_RESULT) == 0) {
+        rc = provider_result(conn, msg);
+    } else if (strcmp(type, MSG_CREATE_PAYMENT) == 0 || strcmp(type, MSG_CANCEL_PAYMENT) == 0) {
+        if (payload_int(msg->env->payload, "order_id", &order) != 0 || order <= 0) {
+            snprintf(err, errlen, "%s without a valid order_id", type);
+            return CONSUMER_FAIL;
+        }
+        snprintf(order_id, sizeof(order_id), "%lld", order);
+        rc = strcmp(type, MSG_CREATE_PAYMENT) == 0 ? create_payment(conn, msg, order_id)
+                                                   : cancel_payment(conn, msg, order_id);
+    } else {
+        return CONSUMER_SKIP;
+    }
+    if (rc < 0) {
+        snprintf(err, errlen, "database failure (SQLSTATE %s)", db_last_sqlstate());
+        return consumer_db_failure(conn);
+    }
+    return rc == CONSUMER_SKIP ? CONSUMER_SKIP : CONSUMER_OK;
+}

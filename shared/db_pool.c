@@ -1,0 +1,109 @@
+/*
+ * db_pool.c - mutex and condition variable guarding an array of connections.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "db_pool.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "db.h"
+#include "log.h"
+
+struct db_pool {
+    char *url;
+    char *app_name;
+    int size;
+    int in_use;        /* borrowed connections */
+    PGconn **idle;     /* size slots; NULL entries are free capacity */
+    int idle_count;
+    pthread_mutex_t lock;
+    pthread_cond_t freed;
+};
+
+struct db_pool *db_pool_new(const char *url, const char *app_name, int size)
+{
+    struct db_pool *pool = calloc(1, sizeof(*pool));
+
+    if (pool == NULL)
+        return NULL;
+    pthread_mutex_init(&pool->lock, NULL);
+    pthread_cond_init(&pool->freed, NULL);
+    pool->url = strdup(url);
+    pool->app_name = strdup(app_name);
+    pool->size = size > 0 ? size : 1;
+    pool->idle = calloc((size_t)pool->size, sizeof(PGconn *));
+    if (pool->url == NULL || pool->app_name == NULL || pool->idle == NULL) {
+        db_pool_free(pool);
+        return NULL;
+    }
+    return pool;
+}
+
+PGconn *db_pool_acquire(struct db_pool *pool, long wait_ms)
+{
+    struct timespec deadline;
+    PGconn *conn = NULL;
+    char err[512];
+
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += wait_ms / 1000;
+    deadline.tv_nsec += (wait_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&pool->lock);
+    while (pool->idle_count == 0 && pool->in_use >= pool->size) {
+        if (pthread_cond_timedwait(&pool->freed, &pool->lock, &deadline) == ETIMEDOUT) {
+            pthread_mutex_unlock(&pool->lock);
+            log_warn("msg=\"no database connection free\" pool_size=%d", pool->size);
+            return NULL;
+        }
+    }
+    if (pool->idle_count > 0)
+        conn = pool->idle[--pool->idle_count];
+    pool->in_use++;
+    pthread_mutex_unlock(&pool->lock);
+
+    if (!db_is_broken(conn))
+        return conn;
+    PQfinish(conn);
+    conn = db_connect(pool->url, pool->app_name, err, sizeof(err));
+    if (conn == NULL) {
+        log_warn("msg=\"database unreachable\" error=\"%s\"", err);
+        db_pool_release(pool, NULL);
+    }
+    return conn;
+}
+
+void db_pool_release(struct db_pool *pool, PGconn *conn)
+{
+    if (conn != NULL && (db_is_broken(conn) || PQtransactionStatus(conn) != PQTRANS_IDLE)) {
+        PQfinish(conn);
+        conn = NULL;
+    }
+    pthread_mutex_lock(&pool->lock);
+    pool->in_use--;
+    if (conn != NULL)
+        pool->idle[pool->idle_count++] = conn;
+    pthread_cond_signal(&pool->freed);
+    pthread_mutex_unlock(&pool->lock);
+}
+
+void db_pool_free(struct db_pool *pool)
+{
+    if (pool == NULL)
+        return;
+    for (int i = 0; pool->idle && i < pool->idle_count; i++)
+        PQfinish(pool->idle[i]);
+    free(pool->idle);
+    free(pool->url);
+    free(pool->app_name);
+    pthread_mutex_destroy(&pool->lock);
+    pthread_cond_destroy(&pool->freed);
+    free(pool);
+}

@@ -1,0 +1,43 @@
+/*
+ * payload.c - payload field helpers and one-call message emission.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "payload.h"
+
+#include <math.h>
+
+#include "envelope.h"
+#include "outbox.h"
+
+int payload_int(const cJSON *payload, const char *name, long long *out)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(payload, name);
+
+    if (!cJSON_IsNumber(item) || item->valuedouble != floor(item->valuedouble) ||
+        fabs(item->valuedouble) > 9007199254740992.0)
+        return -1;
+    *out = (long long)item->valuedouble;
+    return 0;
+}
+
+const char *payload_str(const cJSON *payload, const char *name)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(payload, name);
+
+    return cJSON_IsString(item) ? item->valuestring : NULL;
+}
+
+int payload_emit(PGconn *conn, const char *topic, const char *key, const char *type,
+                 const char *producer, const struct consumer_message *cause, const char *saga_id,
+                 cJSON *payload)
+{
+    struct envelope env;
+    int rc;
+
+    if (envelope_build(&env, type, saga_id ? saga_id : cause->env->saga_id, producer,
+                       cause ? cause->env : NULL, payload) != 0)
+        return -1;
+    rc = outbox_enqueue(conn, topic, key, &env, cause ? cause->traceparent : NULL);
+    envelope_free(&env);
+    return rc;
+}

@@ -1,0 +1,30 @@
+/*
+ * payload.h - typed reads of message payload fields, and emitting a message
+ * (envelope build + outbox enqueue) in one call.
+ */
+#ifndef SHARED_PAYLOAD_H
+#define SHARED_PAYLOAD_H
+
+#include <cJSON.h>
+#include <libpq-fe.h>
+
+#include "consumer.h"
+
+/* Reads an integer field. Returns 0 and sets *out, or -1 if the field is
+ * missing, not a number or not a whole number. */
+int payload_int(const cJSON *payload, const char *name, long long *out);
+
+/* Returns the string field, or NULL if missing or not a string. */
+const char *payload_str(const cJSON *payload, const char *name);
+
+/*
+ * Builds an envelope of type for saga_id (when NULL, the saga of cause, which
+ * must then be set), caused by cause (may be NULL), and enqueues it to topic under key, inside the caller's
+ * transaction. Takes ownership of payload. traceparent may be NULL. Returns 0
+ * or -1.
+ */
+int payload_emit(PGconn *conn, const char *topic, const char *key, const char *type,
+                 const char *producer, const struct consumer_message *cause, const char *saga_id,
+                 cJSON *payload);
+
+#endif

@@ -1,0 +1,246 @@
+/*
+ * service.c - wiring shared by every service: config, topics, relay,
+ * consumer, admin server and signals.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "service.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backoff.h"
+#include "kafka.h"
+#include "log.h"
+#include "relay.h"
+
+#define MAX_CONFIG 48
+#define MAX_TOPICS 32
+
+struct service {
+    const struct service_spec *spec;
+    const struct service_settings *settings;
+    struct relay *relay;
+    struct consumer *consumer;
+    struct admin_http *admin;
+};
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+int service_stopping(void)
+{
+    return stop_requested;
+}
+
+void service_configure(const struct service_spec *spec, struct service_settings *settings)
+{
+    static char default_port[16];
+    const struct config_entry common[] = {
+        {"DATABASE_URL", CONFIG_STRING, settings->database_url, sizeof(settings->database_url),
+         NULL, 0, 0, "PostgreSQL URL of this service's own database"},
+        {"KAFKA_BROKERS", CONFIG_STRING, settings->brokers, sizeof(settings->brokers),
+         "localhost:9092", 0, 0, "Kafka bootstrap servers"},
+        {"KAFKA_GROUP", CONFIG_STRING, settings->group, sizeof(settings->group), spec->name, 0, 0,
+         "consumer group"},
+        {"KAFKA_INSTANCE_ID", CONFIG_STRING, settings->instance_id, sizeof(settings->instance_id),
+         "", 0, 0, "static group membership id (unique per replica), empty for none"},
+        {"KAFKA_LINGER_MS", CONFIG_INT, &settings->linger_ms, 0, "1", 0, 100,
+         "producer batching delay"},
+        {"ADMIN_PORT", CONFIG_INT, &settings->admin_port, 0, default_port, 0, 65535,
+         "port of /healthz, /readyz, /metrics; 0 disables"},
+        {"LOG_LEVEL", CONFIG_STRING, settings->log_level, sizeof(settings->log_level), "info", 0,
+         0, "debug, info, warn or error"},
+        {"RELAY_BATCH_SIZE", CONFIG_INT, &settings->relay_batch, 0, "1000", 1, 100000,
+         "outbox rows published per round"},
+        {"MAX_ATTEMPTS", CONFIG_INT, &settings->max_attempts, 0, "5", 1, 1000,
+         "handler failures of one message before its dead-letter topic"},
+    };
+    struct config_entry table[MAX_CONFIG];
+    size_t count = 0;
+    char errors[4096];
+    enum log_level level;
+
+    snprintf(default_port, sizeof(default_port), "%ld", spec->default_admin_port);
+    for (size_t i = 0; i < sizeof(common) / sizeof(common[0]); i++)
+        table[count++] = common[i];
+    for (size_t i = 0; i < spec->extra_config_count && count < MAX_CONFIG; i++)
+        table[count++] = spec->extra_config[i];
+    log_init(spec->name, LOG_LEVEL_INFO);
+    if (config_load(table, count, errors, sizeof(errors)) != 0) {
+        fprintf(stderr, "%s: bad configuration:\n%s", spec->name, errors);
+        exit(2);
+    }
+    if (log_level_parse(settings->log_level, &level) != 0) {
+        fprintf(stderr, "%s: bad configuration:\nLOG_LEVEL: \"%s\" is not debug, info, warn or "
+                        "error\n",
+                spec->name, settings->log_level);
+        exit(2);
+    }
+    log_init(spec->name, level);
+}
+
+static void ensure_topics(const struct service_spec *spec, const struct service_settings *settings)
+{
+    static char names[MAX_TOPICS][160];
+    const char *topics[MAX_TOPICS + 1];
+    const char *const *lists[] = {spec->consume_topics, spec->produce_topics};
+    size_t count = 0;
+    struct backoff retry;
+    char err[512];
+
+    for (size_t l = 0; l < 2; l++) {
+        for (const char *const *t = lists[l]; t && *t && count + 2 <= MAX_TOPICS; t++) {
+            snprintf(names[count], sizeof(names[count]), "%s", *t);
+            topics[count] = names[count];
+            count++;
+            snprintf(names[count], sizeof(names[count]), "%s.dlq", *t);
+            topics[count] = names[count];
+            count++;
+        }
+    }
+    topics[count] = NULL;
+    backoff_init(&retry, 200, 5000, 0);
+    while (!stop_requested && kafka_ensure_topics(settings->brokers, topics, 4, 5000, err,
+                                                  sizeof(err)) != 0) {
+        log_warn("msg=\"cannot create topics yet; retrying\" error=\"%s\"", err);
+        backoff_sleep_ms(backoff_next(&retry));
+    }
+}
+
+static int service_ready(void *arg, char *why, size_t whylen)
+{
+    struct service *svc = arg;
+
+    if (svc->consumer && !consumer_is_ready(svc->consumer)) {
+        snprintf(why, whylen, "consumer not connected to the database or not yet in its group");
+        return 0;
+    }
+    return 1;
+}
+
+int service_is_ready(struct service *svc, char *why, size_t whylen)
+{
+    return service_ready(svc, why, whylen);
+}
+
+static void *crash_thread(void *arg)
+{
+    (void)arg;
+    backoff_sleep_ms(100);
+    log_error("msg=\"crashing on request\"");
+    _exit(1);
+    return NULL;
+}
+
+void service_crash_soon(void)
+{
+    pthread_t thread;
+
+    if (pthread_create(&thread, NULL, crash_thread, NULL) != 0)
+        _exit(1);
+    pthread_detach(thread);
+}
+
+static int service_routes(void *arg, const char *method, const char *path, int *status,
+                          char **body, const char **content_type)
+{
+    struct service *svc = arg;
+
+    if (strcmp(path, "/crash") == 0 && strcmp(method, "POST") == 0) {
+        *status = 200;
+        *body = strdup("crashing\n");
+        *content_type = "text/plain";
+        service_crash_soon();
+        return 0;
+    }
+    if (svc->spec->routes)
+        return svc->spec->routes(svc->spec->routes_arg, method, path, status, body,
+                                 content_type);
+    return -1;
+}
+
+struct service *service_start(const struct service_spec *spec,
+                              const struct service_settings *settings)
+{
+    struct service *svc = calloc(1, sizeof(*svc));
+    struct sigaction sa = {.sa_handler = on_signal};
+    struct kafka_settings kafka = {.brokers = settings->brokers,
+                                   .client_id = spec->name,
+                                   .linger_ms = (double)settings->linger_ms,
+                                   .group_id = settings->group,
+                                   .instance_id = settings->instance_id,
+                                   .session_timeout_ms = 6000};
+    char err[512];
+
+    if (svc == NULL)
+        exit(1);
+    svc->spec = spec;
+    svc->settings = settings;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (settings->admin_port > 0) {
+        svc->admin = admin_http_start((int)settings->admin_port, service_ready, svc,
+                                      service_routes, svc, err, sizeof(err));
+        if (svc->admin == NULL) {
+            log_error("msg=\"admin server failed\" error=\"%s\"", err);
+            exit(1);
+        }
+    }
+    ensure_topics(spec, settings);
+    struct relay_config relay_cfg = {.db_url = settings->database_url,
+                                     .name = spec->name,
+                                     .kafka = kafka,
+                                     .batch_size = settings->relay_batch};
+    svc->relay = relay_start(&relay_cfg, err, sizeof(err));
+    if (svc->relay == NULL) {
+        log_error("msg=\"relay failed to start\" error=\"%s\"", err);
+        exit(1);
+    }
+    if (spec->consume_topics) {
+        struct consumer_config consumer_cfg = {.db_url = settings->database_url,
+                                               .name = spec->name,
+                                               .kafka = kafka,
+                                               .topics = spec->consume_topics,
+                                               .max_attempts = (int)settings->max_attempts,
+                                               .handler = spec->handler,
+                                               .handler_arg = spec->handler_arg};
+
+        svc->consumer = consumer_start(&consumer_cfg, err, sizeof(err));
+        if (svc->consumer == NULL) {
+            log_error("msg=\"consumer failed to start\" error=\"%s\"", err);
+            exit(1);
+        }
+    }
+    log_info("msg=\"service started\" admin_port=%ld group=%s", settings->admin_port,
+             settings->group);
+    return svc;
+}
+
+void service_wait(struct service *svc)
+{
+    (void)svc;
+    while (!stop_requested)
+        backoff_sleep_ms(100);
+}
+
+void service_stop(struct service *svc)
+{
+    if (svc == NULL)
+        return;
+    log_info("msg=\"service stopping\"");
+    consumer_stop(svc->consumer);
+    relay_stop(svc->relay);
+    admin_http_stop(svc->admin);
+    free(svc);
+}

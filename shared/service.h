@@ -1,0 +1,79 @@
+/*
+ * service.h - the runtime every service process shares: configuration from
+ * the environment (common variables plus the service's own), logging, topic
+ * creation, the outbox relay, the idempotent consumer, the admin HTTP server
+ * (/healthz, /readyz, /metrics, POST /crash) and shutdown on SIGTERM/SIGINT.
+ *
+ * Common variables: DATABASE_URL (required), KAFKA_BROKERS, KAFKA_GROUP,
+ * KAFKA_INSTANCE_ID, KAFKA_LINGER_MS, ADMIN_PORT, LOG_LEVEL, RELAY_BATCH_SIZE,
+ * MAX_ATTEMPTS.
+ */
+#ifndef SHARED_SERVICE_H
+#define SHARED_SERVICE_H
+
+#include <stddef.h>
+
+#include "admin_http.h"
+#include "config.h"
+#include "consumer.h"
+
+struct service_settings {
+    char database_url[512];
+    char brokers[256];
+    char group[128];
+    char instance_id[128];
+    char log_level[16];
+    long linger_ms;
+    long admin_port;
+    long relay_batch;
+    long max_attempts;
+};
+
+struct service_spec {
+    const char *name;                    /* "inventory": logs, client ids, default group */
+    long default_admin_port;
+    const char *const *consume_topics;   /* NULL-terminated; NULL for none */
+    const char *const *produce_topics;   /* created at start-up with their .dlq; may be NULL */
+    consumer_handler_fn handler;         /* required when consume_topics is set */
+    void *handler_arg;
+    admin_route_fn routes;               /* extra admin routes; may be NULL */
+    void *routes_arg;
+    const struct config_entry *extra_config; /* the service's own variables */
+    size_t extra_config_count;
+};
+
+struct service; /* opaque */
+
+/*
+ * Loads the configuration (common and extra entries together; every bad
+ * variable is printed and the process exits with status 2), sets up logging,
+ * and fills settings. Call before service_start().
+ */
+void service_configure(const struct service_spec *spec, struct service_settings *settings);
+
+/*
+ * Creates the topics (waiting for the broker), then starts the relay, the
+ * consumer and the admin server. spec and settings must outlive the service.
+ * Exits with status 1 if a component cannot start at all.
+ */
+struct service *service_start(const struct service_spec *spec,
+                              const struct service_settings *settings);
+
+/* Returns non-zero when the service is ready (consumer connected to its
+ * database and in its group); otherwise writes the reason into why. */
+int service_is_ready(struct service *svc, char *why, size_t whylen);
+
+/* Blocks until SIGTERM or SIGINT. */
+void service_wait(struct service *svc);
+
+/* Returns non-zero while a stop was requested (for the service's own loops). */
+int service_stopping(void);
+
+/* Stops every component and frees svc. Accepts NULL. */
+void service_stop(struct service *svc);
+
+/* Ends the process at once with status 1, as a crash would, after a short
+ * delay that lets the HTTP answer go out. For the crash buttons. */
+void service_crash_soon(void);
+
+#endif
