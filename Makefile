@@ -6,6 +6,7 @@
 #                   PostgreSQL and Kafka that the harness starts; each in
 #                   the normal and the sanitizer build
 #   make test-unit  unit tests only (no infrastructure needed)
+#   make test-browser  headless Chromium against the system `make up` runs
 #   make bench      the messaging micro-benchmark
 #   make up / down  run / stop the whole system locally
 #   make format     reformat; make format-check fails on unformatted code
@@ -42,7 +43,7 @@ TOOLS := $(BUILD)/tests/msgtest $(BUILD)/tests/outbox_bench
 
 SERVICES := $(foreach s,$(wildcard services/*/main.c),$(BUILD)/$(patsubst %/main.c,%,$(s)))
 
-.PHONY: all test test-unit test-integration bench up down format format-check clean
+.PHONY: all test test-unit test-integration test-browser bench up down format format-check clean
 all: $(SHARED_LIB) $(UNIT_BIN) $(TOOLS) $(SERVICES)
 
 $(BUILD)/obj/%.o: %.c $(wildcard shared/*.h) services/contracts.h | $(BUILD)
@@ -79,12 +80,19 @@ test-unit: $(UNIT_BIN)
 test-integration: all
 	BUILD_DIR=$(BUILD) bash tests/integration/run.sh
 
-# Every test, in the normal and the sanitizer build.
+# Every test: unit and integration (messaging core and end-to-end store) in
+# the normal and the sanitizer build, then the browser test against `make up`.
 test:
 	$(MAKE) test-unit
 	$(MAKE) SAN=1 test-unit
 	$(MAKE) test-integration
 	$(MAKE) SAN=1 test-integration
+	$(MAKE) test-browser
+
+# Headless Chromium buys a widget on the page of the running system.
+test-browser: all
+	bash scripts/up.sh
+	bash tests/browser/run.sh
 
 bench: all
 	BUILD_DIR=$(BUILD) bash tests/bench/run.sh

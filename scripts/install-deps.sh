@@ -9,6 +9,7 @@ packages=(
   postgresql postgresql-contrib postgresql-client
   openjdk-17-jre-headless maven
   curl jq procps psmisc
+  supervisor
   kcat
 )
 

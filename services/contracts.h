@@ -76,7 +76,7 @@
 #define ORDER_DISPATCHED 1
 #define ORDER_PAID       2
 
-#define WIDGET_PRODUCT_ID 1
+#define WIDGET_PRODUCT_ID      1
 #define DISPATCH_STEPS_DEFAULT 10
 
 #endif

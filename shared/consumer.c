@@ -42,6 +42,12 @@ static double now_ms(void)
 /* Outcome of one attempt at a message. */
 enum attempt_result { ATTEMPT_DONE, ATTEMPT_TRANSIENT, ATTEMPT_FAILED };
 
+/* The topic of msg without the deployment's prefix. */
+static const char *logical_topic(const struct consumer *consumer, const rd_kafka_message_t *msg)
+{
+    return kafka_logical_topic(&consumer->cfg.kafka, rd_kafka_topic_name(msg->rkt));
+}
+
 static int consumer_ensure_db(struct consumer *consumer)
 {
     char err[512];
@@ -63,11 +69,11 @@ static int consumer_ensure_db(struct consumer *consumer)
  * Inserts the inbox row. Returns 1 if it was new, 0 if the message was handled
  * before, -1 on failure.
  */
-static int inbox_claim(PGconn *conn, const char *message_id, const rd_kafka_message_t *msg,
-                       const char *outcome)
+static int inbox_claim(PGconn *conn, const char *message_id, const char *topic,
+                       const rd_kafka_message_t *msg, const char *outcome)
 {
     char partition[16], offset[32];
-    const char *params[] = {message_id, rd_kafka_topic_name(msg->rkt), partition, offset, outcome};
+    const char *params[] = {message_id, topic, partition, offset, outcome};
     PGresult *res;
     int inserted;
 
@@ -109,7 +115,7 @@ static enum attempt_result consumer_dead_letter(struct consumer *consumer,
                                                 const struct envelope *env, const char *inbox_id,
                                                 const char *error, int attempts)
 {
-    const char *topic = rd_kafka_topic_name(msg->rkt);
+    const char *topic = logical_topic(consumer, msg);
     char dlq_topic[300], traceparent[64] = "";
     struct envelope dead;
     cJSON *payload = cJSON_CreateObject();
@@ -140,7 +146,7 @@ static enum attempt_result consumer_dead_letter(struct consumer *consumer,
 
     if (db_begin(consumer->conn) != 0)
         goto transient;
-    claimed = inbox_claim(consumer->conn, inbox_id, msg, "dead_letter");
+    claimed = inbox_claim(consumer->conn, inbox_id, topic, msg, "dead_letter");
     if (claimed < 0)
         goto rollback;
     if (claimed == 1 && outbox_enqueue(consumer->conn, dlq_topic, env ? env->saga_id : inbox_id,
@@ -174,7 +180,7 @@ static enum attempt_result consumer_attempt(struct consumer *consumer,
 
     if (db_begin(consumer->conn) != 0)
         return ATTEMPT_TRANSIENT;
-    claimed = inbox_claim(consumer->conn, cmsg->env->id, msg, "handled");
+    claimed = inbox_claim(consumer->conn, cmsg->env->id, cmsg->topic, msg, "handled");
     if (claimed < 0)
         goto rollback_transient;
     if (claimed == 0) {
@@ -220,10 +226,10 @@ static int consumer_process(struct consumer *consumer, const rd_kafka_message_t 
         key[msg->key_len] = '\0';
     }
     kafka_header(msg, "traceparent", traceparent, sizeof(traceparent));
-    snprintf(inbox_id, sizeof(inbox_id), "%s/%d/%lld", rd_kafka_topic_name(msg->rkt),
+    snprintf(inbox_id, sizeof(inbox_id), "%s/%d/%lld", logical_topic(consumer, msg),
              (int)msg->partition, (long long)msg->offset);
     cmsg = (struct consumer_message){.env = &env,
-                                     .topic = rd_kafka_topic_name(msg->rkt),
+                                     .topic = logical_topic(consumer, msg),
                                      .partition = msg->partition,
                                      .offset = msg->offset,
                                      .key = key,

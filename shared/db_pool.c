@@ -17,8 +17,8 @@ struct db_pool {
     char *url;
     char *app_name;
     int size;
-    int in_use;        /* borrowed connections */
-    PGconn **idle;     /* size slots; NULL entries are free capacity */
+    int in_use;    /* borrowed connections */
+    PGconn **idle; /* size slots; NULL entries are free capacity */
     int idle_count;
     pthread_mutex_t lock;
     pthread_cond_t freed;

@@ -128,8 +128,13 @@ rd_kafka_t *kafka_consumer_new(const struct kafka_settings *settings, const char
     if (count == 0)
         return rk;
     subscription = rd_kafka_topic_partition_list_new(count);
-    for (const char *const *t = topics; *t; t++)
-        rd_kafka_topic_partition_list_add(subscription, *t, RD_KAFKA_PARTITION_UA);
+    for (const char *const *t = topics; *t; t++) {
+        char wire[256];
+
+        snprintf(wire, sizeof(wire), "%s%s", settings->topic_prefix ? settings->topic_prefix : "",
+                 *t);
+        rd_kafka_topic_partition_list_add(subscription, wire, RD_KAFKA_PARTITION_UA);
+    }
     rerr = rd_kafka_subscribe(rk, subscription);
     rd_kafka_topic_partition_list_destroy(subscription);
     if (rerr != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -208,6 +213,15 @@ out:
         rd_kafka_NewTopic_destroy(new_topics[i]);
     rd_kafka_destroy(rk);
     return rc;
+}
+
+const char *kafka_logical_topic(const struct kafka_settings *settings, const char *wire_name)
+{
+    size_t len = settings->topic_prefix ? strlen(settings->topic_prefix) : 0;
+
+    if (len > 0 && strncmp(wire_name, settings->topic_prefix, len) == 0)
+        return wire_name + len;
+    return wire_name;
 }
 
 int kafka_header(const rd_kafka_message_t *msg, const char *name, char *out, size_t cap)

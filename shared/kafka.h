@@ -11,13 +11,18 @@
 #include <stddef.h>
 
 struct kafka_settings {
-    const char *brokers;     /* bootstrap servers, "host:port[,host:port]" */
-    const char *client_id;   /* shown in broker logs */
-    double linger_ms;        /* producer batching delay; <= 1 keeps latency low */
-    const char *group_id;    /* consumers only */
-    const char *instance_id; /* static membership; NULL or "" to disable */
-    long session_timeout_ms; /* consumers: how fast a dead member is evicted */
+    const char *brokers;      /* bootstrap servers, "host:port[,host:port]" */
+    const char *client_id;    /* shown in broker logs */
+    double linger_ms;         /* producer batching delay; <= 1 keeps latency low */
+    const char *group_id;     /* consumers only */
+    const char *instance_id;  /* static membership; NULL or "" to disable */
+    long session_timeout_ms;  /* consumers: how fast a dead member is evicted */
+    const char *topic_prefix; /* prepended to every topic name on the wire; NULL or "" for
+                                 none (lets test runs share a broker without crosstalk) */
 };
+
+/* Returns the topic name without settings' prefix (the logical name). */
+const char *kafka_logical_topic(const struct kafka_settings *settings, const char *wire_name);
 
 /*
  * Creates an idempotent producer. dr_cb, if not NULL, receives one delivery
@@ -31,7 +36,8 @@ rd_kafka_t *kafka_producer_new(const struct kafka_settings *settings,
                                char *err, size_t errlen);
 
 /*
- * Creates a consumer in settings->group_id subscribed to topics (a
+ * Creates a consumer in settings->group_id subscribed to topics (logical
+ * names, prefixed with settings->topic_prefix; a
  * NULL-terminated array; an empty array subscribes to nothing, for callers that
  * assign partitions themselves). Offsets are committed automatically, but only those
  * the application stored with rd_kafka_offsets_store() after its database

@@ -19,9 +19,8 @@ const char *payload_str(const cJSON *payload, const char *name);
 
 /*
  * Builds an envelope of type for saga_id (when NULL, the saga of cause, which
- * must then be set), caused by cause (may be NULL), and enqueues it to topic under key, inside the caller's
- * transaction. Takes ownership of payload. traceparent may be NULL. Returns 0
- * or -1.
+ * must then be set), caused by cause (may be NULL), and enqueues it to topic under key, inside the
+ * caller's transaction. Takes ownership of payload. traceparent may be NULL. Returns 0 or -1.
  */
 int payload_emit(PGconn *conn, const char *topic, const char *key, const char *type,
                  const char *producer, const struct consumer_message *cause, const char *saga_id,

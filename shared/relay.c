@@ -162,7 +162,7 @@ static int append_id(struct relay *relay, size_t *len, const char *id)
 /* Produces one row; retries while the local queue is full. Returns 0 or -1. */
 static int relay_produce(struct relay *relay, PGresult *res, int row)
 {
-    const char *topic = PQgetvalue(res, row, 1);
+    char topic[256];
     const char *key = PQgetvalue(res, row, 2);
     const char *msg_id = PQgetvalue(res, row, 3);
     const char *msg_type = PQgetvalue(res, row, 4);
@@ -170,6 +170,9 @@ static int relay_produce(struct relay *relay, PGresult *res, int row)
     const char *value = PQgetvalue(res, row, 6);
     rd_kafka_resp_err_t err;
 
+    snprintf(topic, sizeof(topic), "%s%s",
+             relay->cfg.kafka.topic_prefix ? relay->cfg.kafka.topic_prefix : "",
+             PQgetvalue(res, row, 1));
     relay->slots[row] = SLOT_PENDING;
     for (;;) {
         err = rd_kafka_producev(relay->producer, RD_KAFKA_V_TOPIC(topic),

@@ -57,10 +57,13 @@ void service_configure(const struct service_spec *spec, struct service_settings 
          "producer batching delay"},
         {"ADMIN_PORT", CONFIG_INT, &settings->admin_port, 0, default_port, 0, 65535,
          "port of /healthz, /readyz, /metrics; 0 disables"},
-        {"LOG_LEVEL", CONFIG_STRING, settings->log_level, sizeof(settings->log_level), "info", 0,
-         0, "debug, info, warn or error"},
+        {"LOG_LEVEL", CONFIG_STRING, settings->log_level, sizeof(settings->log_level), "info", 0, 0,
+         "debug, info, warn or error"},
         {"RELAY_BATCH_SIZE", CONFIG_INT, &settings->relay_batch, 0, "1000", 1, 100000,
          "outbox rows published per round"},
+        {"KAFKA_TOPIC_PREFIX", CONFIG_STRING, settings->topic_prefix,
+         sizeof(settings->topic_prefix), "", 0, 0,
+         "prefix of every topic name, to run several systems on one broker"},
         {"MAX_ATTEMPTS", CONFIG_INT, &settings->max_attempts, 0, "5", 1, 1000,
          "handler failures of one message before its dead-letter topic"},
     };
@@ -80,8 +83,9 @@ void service_configure(const struct service_spec *spec, struct service_settings 
         exit(2);
     }
     if (log_level_parse(settings->log_level, &level) != 0) {
-        fprintf(stderr, "%s: bad configuration:\nLOG_LEVEL: \"%s\" is not debug, info, warn or "
-                        "error\n",
+        fprintf(stderr,
+                "%s: bad configuration:\nLOG_LEVEL: \"%s\" is not debug, info, warn or "
+                "error\n",
                 spec->name, settings->log_level);
         exit(2);
     }
@@ -99,18 +103,18 @@ static void ensure_topics(const struct service_spec *spec, const struct service_
 
     for (size_t l = 0; l < 2; l++) {
         for (const char *const *t = lists[l]; t && *t && count + 2 <= MAX_TOPICS; t++) {
-            snprintf(names[count], sizeof(names[count]), "%s", *t);
+            snprintf(names[count], sizeof(names[count]), "%s%s", settings->topic_prefix, *t);
             topics[count] = names[count];
             count++;
-            snprintf(names[count], sizeof(names[count]), "%s.dlq", *t);
+            snprintf(names[count], sizeof(names[count]), "%s%s.dlq", settings->topic_prefix, *t);
             topics[count] = names[count];
             count++;
         }
     }
     topics[count] = NULL;
     backoff_init(&retry, 200, 5000, 0);
-    while (!stop_requested && kafka_ensure_topics(settings->brokers, topics, 4, 5000, err,
-                                                  sizeof(err)) != 0) {
+    while (!stop_requested &&
+           kafka_ensure_topics(settings->brokers, topics, 4, 5000, err, sizeof(err)) != 0) {
         log_warn("msg=\"cannot create topics yet; retrying\" error=\"%s\"", err);
         backoff_sleep_ms(backoff_next(&retry));
     }
@@ -150,8 +154,8 @@ void service_crash_soon(void)
     pthread_detach(thread);
 }
 
-static int service_routes(void *arg, const char *method, const char *path, int *status,
-                          char **body, const char **content_type)
+static int service_routes(void *arg, const char *method, const char *path, int *status, char **body,
+                          const char **content_type)
 {
     struct service *svc = arg;
 
@@ -163,8 +167,7 @@ static int service_routes(void *arg, const char *method, const char *path, int *
         return 0;
     }
     if (svc->spec->routes)
-        return svc->spec->routes(svc->spec->routes_arg, method, path, status, body,
-                                 content_type);
+        return svc->spec->routes(svc->spec->routes_arg, method, path, status, body, content_type);
     return -1;
 }
 
@@ -178,7 +181,8 @@ struct service *service_start(const struct service_spec *spec,
                                    .linger_ms = (double)settings->linger_ms,
                                    .group_id = settings->group,
                                    .instance_id = settings->instance_id,
-                                   .session_timeout_ms = 6000};
+                                   .session_timeout_ms = 6000,
+                                   .topic_prefix = settings->topic_prefix};
     char err[512];
 
     if (svc == NULL)
@@ -190,8 +194,8 @@ struct service *service_start(const struct service_spec *spec,
     signal(SIGPIPE, SIG_IGN);
 
     if (settings->admin_port > 0) {
-        svc->admin = admin_http_start((int)settings->admin_port, service_ready, svc,
-                                      service_routes, svc, err, sizeof(err));
+        svc->admin = admin_http_start((int)settings->admin_port, service_ready, svc, service_routes,
+                                      svc, err, sizeof(err));
         if (svc->admin == NULL) {
             log_error("msg=\"admin server failed\" error=\"%s\"", err);
             exit(1);

@@ -5,8 +5,8 @@
  * (/healthz, /readyz, /metrics, POST /crash) and shutdown on SIGTERM/SIGINT.
  *
  * Common variables: DATABASE_URL (required), KAFKA_BROKERS, KAFKA_GROUP,
- * KAFKA_INSTANCE_ID, KAFKA_LINGER_MS, ADMIN_PORT, LOG_LEVEL, RELAY_BATCH_SIZE,
- * MAX_ATTEMPTS.
+ * KAFKA_INSTANCE_ID, KAFKA_LINGER_MS, KAFKA_TOPIC_PREFIX, ADMIN_PORT, LOG_LEVEL,
+ * RELAY_BATCH_SIZE, MAX_ATTEMPTS.
  */
 #ifndef SHARED_SERVICE_H
 #define SHARED_SERVICE_H
@@ -23,6 +23,7 @@ struct service_settings {
     char group[128];
     char instance_id[128];
     char log_level[16];
+    char topic_prefix[64];
     long linger_ms;
     long admin_port;
     long relay_batch;
@@ -30,13 +31,13 @@ struct service_settings {
 };
 
 struct service_spec {
-    const char *name;                    /* "inventory": logs, client ids, default group */
+    const char *name; /* "inventory": logs, client ids, default group */
     long default_admin_port;
-    const char *const *consume_topics;   /* NULL-terminated; NULL for none */
-    const char *const *produce_topics;   /* created at start-up with their .dlq; may be NULL */
-    consumer_handler_fn handler;         /* required when consume_topics is set */
+    const char *const *consume_topics; /* NULL-terminated; NULL for none */
+    const char *const *produce_topics; /* created at start-up with their .dlq; may be NULL */
+    consumer_handler_fn handler;       /* required when consume_topics is set */
     void *handler_arg;
-    admin_route_fn routes;               /* extra admin routes; may be NULL */
+    admin_route_fn routes; /* extra admin routes; may be NULL */
     void *routes_arg;
     const struct config_entry *extra_config; /* the service's own variables */
     size_t extra_config_count;

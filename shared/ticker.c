@@ -48,8 +48,7 @@ static void *ticker_main(void *arg)
             PQfinish(ticker->conn);
             ticker->conn = db_connect(ticker->db_url, ticker->name, err, sizeof(err));
             if (ticker->conn == NULL) {
-                log_warn("msg=\"ticker cannot connect\" ticker=%s error=\"%s\"", ticker->name,
-                         err);
+                log_warn("msg=\"ticker cannot connect\" ticker=%s error=\"%s\"", ticker->name, err);
                 ticker_sleep(ticker, backoff_next(&retry));
                 continue;
             }

@@ -31,8 +31,7 @@ static enum MHD_Result respond(struct MHD_Connection *connection, int status,
                                const char *content_type, const char *body, size_t len,
                                enum MHD_ResponseMemoryMode mode, const char *allow)
 {
-    struct MHD_Response *response =
-        MHD_create_response_from_buffer(len, (void *)body, mode);
+    struct MHD_Response *response = MHD_create_response_from_buffer(len, (void *)body, mode);
     enum MHD_Result ret;
 
     if (response == NULL)
@@ -46,8 +45,8 @@ static enum MHD_Result respond(struct MHD_Connection *connection, int status,
     return ret;
 }
 
-static enum MHD_Result respond_text(struct MHD_Connection *connection, int status,
-                                    const char *text, const char *allow)
+static enum MHD_Result respond_text(struct MHD_Connection *connection, int status, const char *text,
+                                    const char *allow)
 {
     return respond(connection, status, "text/plain; charset=utf-8", text, strlen(text),
                    MHD_RESPMEM_MUST_COPY, allow);
@@ -89,8 +88,8 @@ static enum MHD_Result route(struct http_server *server, struct MHD_Connection *
     if (strcmp(url, "/") == 0) {
         if (!is_get)
             return respond_text(connection, 405, "Method not allowed\n", "GET");
-        return respond(connection, 200, "text/html; charset=utf-8", server->page,
-                       server->page_len, MHD_RESPMEM_PERSISTENT, NULL);
+        return respond(connection, 200, "text/html; charset=utf-8", server->page, server->page_len,
+                       MHD_RESPMEM_PERSISTENT, NULL);
     }
     if (strcmp(url, "/healthz") == 0)
         return is_get ? respond_text(connection, 200, "ok\n", NULL)
@@ -209,8 +208,8 @@ static void request_done(void *cls, struct MHD_Connection *connection, void **co
     *con_cls = NULL;
 }
 
-struct http_server *http_start(int port, struct store *store, struct service *svc,
-                               const char *page, size_t page_len, char *err, size_t errlen)
+struct http_server *http_start(int port, struct store *store, struct service *svc, const char *page,
+                               size_t page_len, char *err, size_t errlen)
 {
     struct http_server *server = calloc(1, sizeof(*server));
 
@@ -225,8 +224,8 @@ struct http_server *http_start(int port, struct store *store, struct service *sv
     server->m_requests = metrics_counter("http_requests_total", NULL, "HTTP requests answered");
     server->daemon = MHD_start_daemon(
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
-        (uint16_t)port, NULL, NULL, handle, server, MHD_OPTION_NOTIFY_COMPLETED, request_done,
-        NULL, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)1000, MHD_OPTION_CONNECTION_TIMEOUT,
+        (uint16_t)port, NULL, NULL, handle, server, MHD_OPTION_NOTIFY_COMPLETED, request_done, NULL,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)1000, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned int)120, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32768, MHD_OPTION_END);
     if (server->daemon == NULL) {
         snprintf(err, errlen, "cannot listen on HTTP port %d", port);

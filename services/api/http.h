@@ -21,8 +21,8 @@ struct http_server; /* opaque */
  * webhook calls block while they wait). page is served at "/" and must
  * outlive the server. Returns NULL with a reason in err.
  */
-struct http_server *http_start(int port, struct store *store, struct service *svc,
-                               const char *page, size_t page_len, char *err, size_t errlen);
+struct http_server *http_start(int port, struct store *store, struct service *svc, const char *page,
+                               size_t page_len, char *err, size_t errlen);
 
 /* Stops the server and frees it. Accepts NULL. */
 void http_stop(struct http_server *server);

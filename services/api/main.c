@@ -45,8 +45,8 @@ int main(void)
     static struct store store;
     static const struct config_entry extra[] = {
         {"HTTP_PORT", CONFIG_INT, &http_port, 0, "8080", 1, 65535, "web page and REST API port"},
-        {"API_PAGE_PATH", CONFIG_STRING, page_path, sizeof(page_path), "services/api/page.html",
-         0, 0, "the web page served at /"},
+        {"API_PAGE_PATH", CONFIG_STRING, page_path, sizeof(page_path), "services/api/page.html", 0,
+         0, "the web page served at /"},
         {"API_WAIT_MS", CONFIG_INT, &store.wait_ms, 0, "30000", 100, 600000,
          "how long checkout, webhook and restock calls wait for their answer"},
         {"API_POLL_MS", CONFIG_INT, &store.poll_ms, 0, "5", 1, 1000,

@@ -30,8 +30,8 @@ static int project_order(PGconn *conn, const cJSON *p)
     snprintf(product_text, sizeof(product_text), "%lld", product_id);
     snprintf(status_text, sizeof(status_text), "%lld", status);
     snprintf(version_text, sizeof(version_text), "%lld", version);
-    const char *params[] = {order_text, key,     product_text, status_text,
-                            payment_id, reason,  updated,      version_text};
+    const char *params[] = {order_text, key,    product_text, status_text,
+                            payment_id, reason, updated,      version_text};
     return db_exec(conn, "project order",
                    "INSERT INTO orders (order_id, idempotency_key, product_id, order_status, "
                    "payment_id, reason, last_update_time, version) VALUES ($1::bigint, $2, "

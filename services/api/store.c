@@ -18,7 +18,7 @@
 #include "log.h"
 #include "payload.h"
 
-#define KEY_MAX 100
+#define KEY_MAX    100
 #define STATUS_MAX 32
 
 static void reply_text(struct store_reply *reply, int status, const char *text)
@@ -276,8 +276,8 @@ void store_restock(struct store *store, struct store_reply *reply)
         reply_text(reply, 503, "Database unavailable, restock not sent\n");
         return;
     }
-    value = wait_for(store, "SELECT inventory FROM products WHERE product_id = $1::int",
-                     product_id, restocked, &outcome);
+    value = wait_for(store, "SELECT inventory FROM products WHERE product_id = $1::int", product_id,
+                     restocked, &outcome);
     free(value);
     if (outcome == 1)
         reply_json(reply, "{\"message\":\"Restocked successfully\"}");
@@ -312,8 +312,9 @@ void store_checkout(struct store *store, const char *key, struct store_reply *re
                         "ON CONFLICT DO NOTHING",
                         key, TOPIC_CHECKOUT_COMMANDS, key, MSG_CHECKOUT_REQUESTED, payload);
     if (sent < 0) {
-        reply_text(reply, 503, "Database unavailable, checkout not started; retry with the same "
-                               "key\n");
+        reply_text(reply, 503,
+                   "Database unavailable, checkout not started; retry with the same "
+                   "key\n");
         return;
     }
     value = wait_for(store,
@@ -370,16 +371,16 @@ void store_webhook(struct store *store, const char *payment_id, const char *stat
     payload = cJSON_CreateObject();
     cJSON_AddStringToObject(payload, "payment_id", payment_id);
     cJSON_AddStringToObject(payload, "status", strcmp(status, "paid") == 0 ? "paid" : "failed");
-    if (send_command(store, NULL, NULL, TOPIC_PAYMENT_COMMANDS, key, MSG_PROVIDER_RESULT,
-                     payload) < 0) {
+    if (send_command(store, NULL, NULL, TOPIC_PAYMENT_COMMANDS, key, MSG_PROVIDER_RESULT, payload) <
+        0) {
         free(key);
         reply_text(reply, 503, "Database unavailable, payment result not recorded\n");
         return;
     }
     free(key);
-    value = wait_for(store,
-                     "SELECT order_status || '|' || order_id FROM orders WHERE payment_id = $1",
-                     payment_id, order_decided, &outcome);
+    value =
+        wait_for(store, "SELECT order_status || '|' || order_id FROM orders WHERE payment_id = $1",
+                 payment_id, order_decided, &outcome);
     if (outcome == 1) {
         reply_text(reply, 200, strchr(value, '|') + 1);
     } else {

@@ -13,8 +13,8 @@
 
 struct store {
     struct db_pool *pool;
-    long wait_ms;    /* deadline of checkout, webhook and restock waits */
-    long poll_ms;    /* read-model polling interval while waiting */
+    long wait_ms; /* deadline of checkout, webhook and restock waits */
+    long poll_ms; /* read-model polling interval while waiting */
 };
 
 struct store_reply {

@@ -14,7 +14,7 @@
 #define SAGA_JSON                                                                                  \
     "json_build_object('saga_id', s.saga_id, 'order_id', s.order_id, 'state', s.state, "           \
     "'definition_version', s.definition_version, 'order_status', o.order_status, "                 \
-    "'payment_id', o.payment_id, 'reason', o.reason, "                                              \
+    "'payment_id', o.payment_id, 'reason', o.reason, "                                             \
     "'compensation', json_build_object('stock_released', s.stock_released, "                       \
     "'payment_voided', s.payment_voided, 'attempts', s.compensation_attempts), "                   \
     "'created_at', s.created_at, 'updated_at', s.updated_at"

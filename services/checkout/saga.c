@@ -72,8 +72,7 @@ static int saga_step(PGconn *conn, struct saga *saga, const char *event, const c
                      const char *message_id, const char *detail)
 {
     char attempt[16];
-    const char *params[] = {saga->saga_id, event,     saga->state, to,
-                            attempt,       message_id, detail};
+    const char *params[] = {saga->saga_id, event, saga->state, to, attempt, message_id, detail};
 
     snprintf(attempt, sizeof(attempt), "%d", saga->compensation_attempts + 1);
     if (db_exec(conn, "saga step",
@@ -88,8 +87,8 @@ static int saga_step(PGconn *conn, struct saga *saga, const char *event, const c
                 "UPDATE sagas SET state = $2, updated_at = now() WHERE saga_id = $1", 2,
                 update) != 0)
         return -1;
-    log_info("msg=\"saga transition\" saga_id=%s order_id=%s from=%s to=%s event=%s",
-             saga->saga_id, saga->order_id, saga->state, to, event);
+    log_info("msg=\"saga transition\" saga_id=%s order_id=%s from=%s to=%s event=%s", saga->saga_id,
+             saga->order_id, saga->state, to, event);
     snprintf(saga->state, sizeof(saga->state), "%s", to);
     return 0;
 }
@@ -327,10 +326,9 @@ static int advance(PGconn *conn, const struct consumer_message *msg, const struc
             return CONSUMER_FAIL;
         snprintf(saga->payment_id, sizeof(saga->payment_id), "%s", payment_id);
         return saga_step(conn, saga, type, "awaiting_payment", id, payment_id) != 0 ||
-                       timer_set(conn, saga->saga_id, "payment_timeout",
-                                 cfg->payment_timeout_ms) != 0 ||
-                       order_update(conn, msg, saga->order_id, ORDER_PENDING, NULL,
-                                    payment_id) != 0
+                       timer_set(conn, saga->saga_id, "payment_timeout", cfg->payment_timeout_ms) !=
+                           0 ||
+                       order_update(conn, msg, saga->order_id, ORDER_PENDING, NULL, payment_id) != 0
                    ? -1
                    : 0;
     }
@@ -338,8 +336,8 @@ static int advance(PGconn *conn, const struct consumer_message *msg, const struc
         return saga_step(conn, saga, type, "dispatching", id, NULL) != 0 ||
                        timer_clear(conn, saga->saga_id, "payment_timeout") != 0 ||
                        order_update(conn, msg, saga->order_id, ORDER_PAID, NULL, NULL) != 0 ||
-                       command(conn, msg, saga, TOPIC_INVENTORY_COMMANDS, MSG_COMMIT_STOCK,
-                               NULL) != 0 ||
+                       command(conn, msg, saga, TOPIC_INVENTORY_COMMANDS, MSG_COMMIT_STOCK, NULL) !=
+                           0 ||
                        command(conn, msg, saga, TOPIC_DISPATCH_COMMANDS, MSG_START_DISPATCH,
                                NULL) != 0
                    ? -1

@@ -19,9 +19,9 @@
 #define SAGA_DEFINITION_VERSION 1
 
 struct saga_config {
-    long payment_timeout_ms;       /* PAYMENT_TIMEOUT_MS */
-    long compensation_retry_ms;    /* first resend of a compensation (COMPENSATION_RETRY_MS) */
-    long max_compensation_rounds;  /* rounds before compensation_failed (COMPENSATION_MAX_ROUNDS) */
+    long payment_timeout_ms;      /* PAYMENT_TIMEOUT_MS */
+    long compensation_retry_ms;   /* first resend of a compensation (COMPENSATION_RETRY_MS) */
+    long max_compensation_rounds; /* rounds before compensation_failed (COMPENSATION_MAX_ROUNDS) */
 };
 
 /* consumer_handler_fn for checkout.commands and the events of inventory,

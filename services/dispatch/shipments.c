@@ -16,7 +16,7 @@
 #include "log.h"
 #include "payload.h"
 
-#define SERVICE "dispatch"
+#define SERVICE    "dispatch"
 #define TICK_BATCH "50"
 
 int shipments_handle(PGconn *conn, const struct consumer_message *msg, void *arg, char *err,

@@ -85,8 +85,7 @@ static int emit_reply(PGconn *conn, const struct consumer_message *msg, const ch
     }
     if (reason)
         cJSON_AddStringToObject(payload, "reason", reason);
-    return payload_emit(conn, TOPIC_INVENTORY_EVENTS, msg->key, type, SERVICE, msg, NULL,
-                        payload);
+    return payload_emit(conn, TOPIC_INVENTORY_EVENTS, msg->key, type, SERVICE, msg, NULL, payload);
 }
 
 /* Locks and reads the reservation of order_id. Returns 1 and fills status

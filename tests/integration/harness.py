@@ -60,13 +60,15 @@ def wait_until(condition, timeout, what, interval=0.1):
 class Database:
     """A throwaway database and role created through scripts/pg.sh."""
 
-    def __init__(self, name):
+    def __init__(self, name, schema=None):
+        """Creates database name with its own role, and applies the
+        migrations of service schema (default: only sql/common)."""
         self.name = name
         subprocess.run(["bash", os.path.join(ROOT, "scripts", "pg.sh"), "createdb", name],
                        check=True, stdout=subprocess.DEVNULL)
         self.url = read_secrets()[f"{name.upper()}_DATABASE_URL"]
-        subprocess.run(["bash", os.path.join(ROOT, "scripts", "migrate.sh"), name, self.url],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["bash", os.path.join(ROOT, "scripts", "migrate.sh"), schema or name,
+                        self.url], check=True, stdout=subprocess.DEVNULL)
 
     def query(self, sql):
         """Runs sql and returns the rows as lists of strings."""

@@ -1,0 +1,191 @@
+"""End-to-end tests of the widget store over HTTP against the real stack (five
+service processes, PostgreSQL, Kafka). Every test ends by checking invariants
+1 to 6 of ARCHITECTURE.md against the services' own data, replay included."""
+
+import concurrent.futures
+import json
+import uuid
+
+import pytest
+
+from harness import wait_until
+from stack import DISPATCH_STEPS, PAYMENT_TIMEOUT_MS, Stack, http
+
+
+@pytest.fixture(scope="module")
+def stack():
+    stack = Stack()
+    stack.start()
+    yield stack
+    stack.close()
+
+
+@pytest.fixture
+def store(stack):
+    yield stack
+    stack.check_invariants()
+
+
+def new_key():
+    return f"test-{uuid.uuid4()}"
+
+
+def inventory(store):
+    return store.get_json("/product")["inventory"]
+
+
+def buy(store, outcome="paid"):
+    """Checkout then webhook; returns (payment_id, order_id)."""
+    status, payment_id = store.checkout(new_key())
+    assert status == 200, payment_id
+    status, order_id = store.webhook(payment_id, outcome)
+    assert status == 200, order_id
+    return payment_id, int(order_id)
+
+
+def test_happy_path_reaches_dispatched_with_progress_moving(store):
+    before = inventory(store)
+    status, payment_id = store.checkout(new_key())
+    assert status == 200 and uuid.UUID(payment_id)
+    status, order_id = store.webhook(payment_id, "paid")
+    assert status == 200 and order_id.isdigit()
+    order = store.get_json(f"/order/{order_id}")
+    assert order["order_status"] == 2 and order["product_id"] == 1
+    seen = set()
+
+    def dispatched():
+        order = store.get_json(f"/order/{order_id}")
+        seen.add(order["progress_remaining"])
+        return order["order_status"] == 1
+    wait_until(dispatched, 30, "DISPATCHED", interval=0.05)
+    assert store.get_json(f"/order/{order_id}")["progress_remaining"] == 0
+    assert any(0 < p < DISPATCH_STEPS for p in seen), f"progress never moved: {seen}"
+    assert inventory(store) == before - 1
+    orders = store.get_json("/orders")
+    assert orders[0]["order_id"] == int(order_id)
+    assert set(orders[0]) == {"order_id", "order_status", "last_update_time",
+                              "progress_remaining", "product_id"}
+
+
+def test_cancelled_payment_cancels_the_order_and_returns_the_stock(store):
+    before = inventory(store)
+    _, order_id = buy(store, "failed")
+    assert store.get_json(f"/order/{order_id}")["order_status"] == -1
+    wait_until(lambda: inventory(store) == before, 20, "the stock to come back")
+
+
+def test_payment_timeout_cancels_the_order_and_returns_the_stock(store):
+    before = inventory(store)
+    status, payment_id = store.checkout(new_key())
+    assert status == 200
+    order_id = store.dbs["checkout"].scalar(
+        f"SELECT order_id FROM orders WHERE payment_id = '{payment_id}'")
+    store.wait_order_status(order_id, -1, timeout=PAYMENT_TIMEOUT_MS / 1000 + 20)
+    wait_until(lambda: inventory(store) == before, 20, "the stock to come back")
+    assert store.dbs["payment"].scalar(
+        f"SELECT status FROM payments WHERE payment_id = '{payment_id}'") == "cancelled"
+
+
+def test_after_selling_out_the_next_checkout_fails_clearly_and_charges_nothing(store):
+    store.wait_quiet()
+    status, _ = http(store.base, "POST", "/restock")
+    assert status == 200
+    assert inventory(store) == 100
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: buy(store), range(100)))
+    wait_until(lambda: inventory(store) == 0, 20, "the stock to reach 0")
+    payments_before = store.dbs["payment"].scalar("SELECT count(*) FROM payments")
+    status, body = store.checkout(new_key())
+    assert status == 409
+    assert "out of stock" in body.lower()
+    assert store.dbs["payment"].scalar("SELECT count(*) FROM payments") == payments_before
+    status, _ = http(store.base, "POST", "/restock")
+    assert status == 200 and inventory(store) == 100
+
+
+def test_one_key_sent_20_times_concurrently_gives_one_order_and_one_payment(store):
+    key = new_key()
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda _: store.checkout(key), range(20)))
+    assert {a[0] for a in answers} == {200}
+    assert len({a[1] for a in answers}) == 1
+    assert store.dbs["checkout"].scalar(
+        f"SELECT count(*) FROM orders WHERE idempotency_key = '{key}'") == "1"
+    assert store.dbs["payment"].scalar(
+        f"SELECT count(*) FROM payments WHERE saga_id = '{key}'") == "1"
+    store.webhook(answers[0][1], "paid")
+
+
+def test_one_webhook_sent_5_times_has_one_effect(store):
+    status, payment_id = store.checkout(new_key())
+    assert status == 200
+    with concurrent.futures.ThreadPoolExecutor(5) as pool:
+        answers = list(pool.map(lambda _: store.webhook(payment_id, "paid"), range(5)))
+    assert {a[0] for a in answers} == {200} and len({a[1] for a in answers}) == 1
+    order_id = answers[0][1]
+    # A later "failed" for the same payment changes nothing: the first result won.
+    assert store.webhook(payment_id, "failed") == (200, order_id)
+    store.wait_order_status(order_id, 1)
+    saga = store.dbs["checkout"].scalar(
+        f"SELECT saga_id FROM sagas WHERE order_id = {int(order_id)}")
+    succeeded = store.dbs["checkout"].scalar(
+        f"SELECT count(*) FROM saga_steps WHERE saga_id = '{saga}' "
+        f"AND event = 'payment_succeeded'")
+    assert succeeded == "1"
+    assert store.dbs["payment"].query(
+        f"SELECT status, provider_result FROM payments WHERE payment_id = '{payment_id}'") == \
+        [["captured", "paid"]]
+
+
+def test_payment_success_after_the_timeout_is_refunded(store):
+    status, payment_id = store.checkout(new_key())
+    assert status == 200
+    order_id = store.dbs["checkout"].scalar(
+        f"SELECT order_id FROM orders WHERE payment_id = '{payment_id}'")
+    store.wait_order_status(order_id, -1, timeout=PAYMENT_TIMEOUT_MS / 1000 + 20)
+    assert store.webhook(payment_id, "paid") == (200, order_id)
+    wait_until(lambda: store.dbs["payment"].scalar(
+        f"SELECT status FROM payments WHERE payment_id = '{payment_id}'") == "refunded",
+        20, "the late payment to be refunded")
+    assert store.get_json(f"/order/{order_id}")["order_status"] == -1
+
+
+BAD_REQUESTS = [
+    ("GET", "/order/abc", 400),
+    ("GET", "/order/-3", 400),
+    ("GET", "/order/99999999", 404),
+    ("GET", "/order/1/extra", 400),
+    ("POST", "/checkout/" + "k" * 101, 400),
+    ("POST", "/checkout/bad%20key", 400),
+    ("POST", "/checkout/semi;colon", 400),
+    ("POST", "/payment_webhook/not-a-uuid/paid", 400),
+    ("POST", f"/payment_webhook/{uuid.uuid4()}/paid", 404),
+    ("POST", f"/payment_webhook/{uuid.uuid4()}/PAID!", 400),
+    ("POST", f"/payment_webhook/{uuid.uuid4()}/" + "x" * 40, 400),
+    ("POST", "/payment_webhook/only-one-segment", 404),
+    ("GET", "/checkout/some-key", 405),
+    ("DELETE", "/orders", 405),
+    ("GET", "/restock", 405),
+    ("POST", "/product", 405),
+    ("GET", "/no/such/path", 404),
+]
+
+
+def count_rows(store):
+    return {s: store.dbs[s].scalar("SELECT count(*) FROM inbox") for s in store.dbs} | {
+        "orders": store.dbs["checkout"].scalar("SELECT count(*) FROM orders"),
+        "payments": store.dbs["payment"].scalar("SELECT count(*) FROM payments"),
+        "requests": store.dbs["api"].scalar("SELECT count(*) FROM checkout_requests")}
+
+
+def test_bad_input_gets_a_clear_4xx_and_changes_nothing(store):
+    store.wait_quiet()
+    before = count_rows(store)
+    for method, path, expected in BAD_REQUESTS:
+        status, body = http(store.base, method, path)
+        assert status == expected, f"{method} {path}: {status} {body}"
+        assert body.strip(), f"{method} {path}: empty error body"
+    status, body = http(store.base, "POST", f"/checkout/{new_key()}", body=b"x" * 70000)
+    assert status == 413, body
+    store.wait_quiet()
+    assert count_rows(store) == before
