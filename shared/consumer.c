@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "backoff.h"
+#include "crashpoint.h"
 #include "db.h"
 #include "log.h"
 #include "metrics.h"
@@ -193,8 +194,10 @@ static enum attempt_result consumer_attempt(struct consumer *consumer,
     }
     rc = consumer->cfg.handler(consumer->conn, cmsg, consumer->cfg.handler_arg, err, errlen);
     if (rc == CONSUMER_OK || rc == CONSUMER_SKIP) {
+        crashpoint("consumer.before_commit");
         if (db_commit(consumer->conn) != 0)
             return ATTEMPT_TRANSIENT;
+        crashpoint("consumer.after_commit");
         metrics_inc(rc == CONSUMER_OK ? consumer->m_consumed : consumer->m_skipped);
         metrics_observe_ms(consumer->m_handle_ms, now_ms() - started);
         return ATTEMPT_DONE;

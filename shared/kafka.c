@@ -107,7 +107,7 @@ rd_kafka_t *kafka_consumer_new(const struct kafka_settings *settings, const char
         conf_set(conf, "heartbeat.interval.ms", "1000", err, errlen) != 0 ||
         conf_set(conf, "fetch.wait.max.ms", "100", err, errlen) != 0 ||
         conf_set(conf, "fetch.error.backoff.ms", "50", err, errlen) != 0 ||
-        conf_set(conf, "partition.assignment.strategy", "cooperative-sticky", err, errlen) != 0) {
+        conf_set(conf, "partition.assignment.strategy", "range,roundrobin", err, errlen) != 0) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }

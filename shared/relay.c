@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "backoff.h"
+#include "crashpoint.h"
 #include "db.h"
 #include "log.h"
 #include "metrics.h"
@@ -236,6 +237,8 @@ static int relay_publish_batch(struct relay *relay)
         }
     }
     PQclear(res);
+    if (acked > 0)
+        crashpoint("relay.after_publish");
     if (acked > 0) {
         const char *del_params[] = {relay->delete_ids};
 

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "backoff.h"
+#include "crashpoint.h"
 #include "kafka.h"
 #include "log.h"
 #include "relay.h"
@@ -90,6 +91,7 @@ void service_configure(const struct service_spec *spec, struct service_settings 
         exit(2);
     }
     log_init(spec->name, level);
+    crashpoint_init();
 }
 
 static void ensure_topics(const struct service_spec *spec, const struct service_settings *settings)

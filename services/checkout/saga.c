@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "contracts.h"
+#include "crashpoint.h"
 #include "db.h"
 #include "log.h"
 #include "payload.h"
@@ -199,6 +200,7 @@ static int compensate(PGconn *conn, const struct consumer_message *cause, struct
         send_compensations(conn, cause, saga) != 0 ||
         timer_set(conn, saga->saga_id, "compensation_retry", cfg->compensation_retry_ms) != 0)
         return -1;
+    crashpoint("checkout.in_compensation");
     log_warn("msg=\"order cancelled\" saga_id=%s order_id=%s reason=\"%s\"", saga->saga_id,
              saga->order_id, reason);
     return 0;
@@ -490,6 +492,7 @@ int saga_fire_timers(PGconn *conn, void *arg)
         db_rollback(conn);
         return -1;
     }
+    crashpoint("checkout.timer_before_commit");
     if (db_commit(conn) != 0)
         return -1;
     return 1;

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "contracts.h"
+#include "crashpoint.h"
 #include "db.h"
 #include "log.h"
 #include "payload.h"
@@ -102,6 +103,8 @@ int shipments_tick(PGconn *conn, void *arg)
             log_info("msg=\"order dispatched\" order_id=%s saga_id=%s", order_id, saga_id);
     }
     PQclear(res);
+    if (rows > 0)
+        crashpoint("dispatch.step_before_commit");
     if (db_commit(conn) != 0)
         return -1;
     return rows;

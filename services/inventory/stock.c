@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "contracts.h"
+#include "crashpoint.h"
 #include "db.h"
 #include "log.h"
 #include "payload.h"
@@ -161,6 +162,7 @@ static int reserve(PGconn *conn, const struct consumer_message *msg, long long o
             log_info("msg=\"out of stock\" order_id=%s saga_id=%s", order_id, msg->env->saga_id);
             return emit_reply(conn, msg, MSG_STOCK_REJECTED, order, "out of stock");
         }
+        crashpoint("inventory.after_reserve");
         if (emit_reply(conn, msg, MSG_STOCK_RESERVED, order, NULL) != 0)
             return -1;
         return emit_product(conn, msg, product_id);

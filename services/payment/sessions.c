@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "contracts.h"
+#include "crashpoint.h"
 #include "db.h"
 #include "envelope.h"
 #include "log.h"
@@ -123,6 +124,7 @@ static int provider_result(PGconn *conn, const struct consumer_message *msg)
     if (strcmp(status, "pending") == 0) {
         if (set_status(conn, payment_id, paid ? "captured" : "failed", paid ? "paid" : "failed"))
             return -1;
+        crashpoint("payment.after_capture");
         log_info("msg=\"provider result\" payment_id=%s order_id=%s result=%s", payment_id,
                  order_id, paid ? "paid" : "failed");
         return emit(conn, msg, paid ? MSG_PAYMENT_SUCCEEDED : MSG_PAYMENT_FAILED, order_id,

@@ -8,6 +8,7 @@ import collections
 import json
 import os
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -47,6 +48,9 @@ class Stack:
         self.base = f"http://127.0.0.1:{self.http_port}"
         self.env_overrides = {k: str(v) for k, v in env_overrides.items()}
         self.processes = {}
+        self.wanted = set()
+        self.restarts = collections.Counter()
+        self.supervisor = None
 
     def env(self, service):
         env = dict(os.environ)
@@ -70,14 +74,18 @@ class Stack:
     def group(self, service):
         return f"{self.name}-{service}"
 
-    def start(self, services=SERVICES):
+    def start(self, services=SERVICES, extra_env=None):
+        """Starts services (with extra_env added, e.g. CRASH_AT) and waits
+        until they are ready."""
         for service in services:
             proc = self.processes.get(service)
             if proc is None:
                 proc = Process(f"{self.name}-{service}",
                                [os.path.join(BUILD_DIR, "services", service)], self.env(service))
                 self.processes[service] = proc
+            proc.env = dict(self.env(service), **(extra_env or {}))
             proc.start()
+            self.wanted.add(service)
         for service in services:
             wait_until(lambda: self.ready(service), 60, f"{service} to be ready", interval=0.2)
         wait_until(lambda: http(self.base, "GET", "/product")[0] == 200, 60, "the product")
@@ -91,18 +99,51 @@ class Stack:
 
     def stop(self, services=SERVICES):
         for service in services:
+            self.wanted.discard(service)
             if service in self.processes:
                 self.processes[service].stop()
 
+    def supervise(self):
+        """Like supervisord: restarts any wanted service that died, with its
+        normal environment (so an armed crash point does not fire again)."""
+        def loop():
+            while self.supervisor is not None:
+                for service in list(self.wanted):
+                    proc = self.processes[service]
+                    if not proc.alive():
+                        proc.env = self.env(service)
+                        proc.start()
+                        self.restarts[service] += 1
+                time.sleep(0.05)
+        self.supervisor = threading.Thread(target=loop, daemon=True)
+        self.supervisor.start()
+
     def close(self):
+        thread, self.supervisor = self.supervisor, None
+        if thread:
+            thread.join()
         self.stop()
         for db in self.dbs.values():
             db.drop()
 
     # --- HTTP helpers -------------------------------------------------------
 
+    def call_retrying(self, method, path, timeout=60):
+        """Like a careful client: repeats the same request (same idempotency
+        key) while the api is restarting or answers 503/504."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                status, body = http(self.base, method, path)
+                if status not in (502, 503, 504) or time.monotonic() > deadline:
+                    return status, body
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.2)
+
     def get_json(self, path):
-        status, body = http(self.base, "GET", path)
+        status, body = self.call_retrying("GET", path)
         assert status == 200, f"GET {path}: {status} {body}"
         return json.loads(body)
 
@@ -224,11 +265,15 @@ class Stack:
             "SELECT order_id, progress_remaining, status FROM shipments")
         assert {o for o, _, _ in shipments} == dispatched
         assert all(p == "0" and st == "dispatched" for _, p, st in shipments)
+        # The relay may publish a message twice (a crash between the broker's
+        # acknowledgement and the delete); it is the same message, with the
+        # same id, which consumers apply once. Count distinct messages.
+        events = {e["id"]: e for e in self.dump("dispatch.events")
+                  if e["type"] == "dispatch_progress"}
         steps = collections.defaultdict(list)
-        for event in self.dump("dispatch.events"):
-            if event["type"] == "dispatch_progress":
-                payload = event["payload"]
-                steps[str(payload["order_id"])].append(payload["progress_remaining"])
+        for event in events.values():
+            payload = event["payload"]
+            steps[str(payload["order_id"])].append(payload["progress_remaining"])
         for order_id in dispatched:
             assert sorted(steps[order_id]) == list(range(DISPATCH_STEPS)), \
                 f"order {order_id} progress events {steps[order_id]}"
