@@ -149,6 +149,7 @@ num.partitions=4
 default.replication.factor=1
 auto.create.topics.enable=true
 group.initial.rebalance.delay.ms=0
+group.min.session.timeout.ms=1000
 offsets.topic.replication.factor=1
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1

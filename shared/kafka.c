@@ -96,15 +96,19 @@ rd_kafka_t *kafka_consumer_new(const struct kafka_settings *settings, const char
 
     if (conf == NULL)
         return NULL;
-    snprintf(session, sizeof(session), "%ld",
-             settings->session_timeout_ms > 0 ? settings->session_timeout_ms : 6000);
+    long session_ms = settings->session_timeout_ms > 0 ? settings->session_timeout_ms : 6000;
+    char heartbeat[32];
+
+    snprintf(session, sizeof(session), "%ld", session_ms);
+    /* Three heartbeats per session, at most one a second. */
+    snprintf(heartbeat, sizeof(heartbeat), "%ld", session_ms / 3 < 1000 ? session_ms / 3 : 1000);
     if (conf_set(conf, "group.id", settings->group_id, err, errlen) != 0 ||
         conf_set(conf, "enable.auto.commit", "true", err, errlen) != 0 ||
         conf_set(conf, "enable.auto.offset.store", "false", err, errlen) != 0 ||
         conf_set(conf, "auto.commit.interval.ms", "200", err, errlen) != 0 ||
         conf_set(conf, "auto.offset.reset", "earliest", err, errlen) != 0 ||
         conf_set(conf, "session.timeout.ms", session, err, errlen) != 0 ||
-        conf_set(conf, "heartbeat.interval.ms", "1000", err, errlen) != 0 ||
+        conf_set(conf, "heartbeat.interval.ms", heartbeat, err, errlen) != 0 ||
         conf_set(conf, "fetch.wait.max.ms", "100", err, errlen) != 0 ||
         conf_set(conf, "fetch.error.backoff.ms", "50", err, errlen) != 0 ||
         conf_set(conf, "partition.assignment.strategy", "range,roundrobin", err, errlen) != 0) {

@@ -62,6 +62,10 @@ void service_configure(const struct service_spec *spec, struct service_settings 
          "debug, info, warn or error"},
         {"RELAY_BATCH_SIZE", CONFIG_INT, &settings->relay_batch, 0, "1000", 1, 100000,
          "outbox rows published per round"},
+        {"KAFKA_SESSION_TIMEOUT_MS", CONFIG_INT, &settings->session_timeout_ms, 0, "3000", 1000,
+         300000,
+         "how soon the group gives a dead consumer's partitions to the others (the broker's "
+         "group.min.session.timeout.ms must allow it)"},
         {"KAFKA_TOPIC_PREFIX", CONFIG_STRING, settings->topic_prefix,
          sizeof(settings->topic_prefix), "", 0, 0,
          "prefix of every topic name, to run several systems on one broker"},
@@ -183,7 +187,7 @@ struct service *service_start(const struct service_spec *spec,
                                    .linger_ms = (double)settings->linger_ms,
                                    .group_id = settings->group,
                                    .instance_id = settings->instance_id,
-                                   .session_timeout_ms = 6000,
+                                   .session_timeout_ms = settings->session_timeout_ms,
                                    .topic_prefix = settings->topic_prefix};
     char err[512];
 

@@ -5,8 +5,8 @@
  * (/healthz, /readyz, /metrics, POST /crash) and shutdown on SIGTERM/SIGINT.
  *
  * Common variables: DATABASE_URL (required), KAFKA_BROKERS, KAFKA_GROUP,
- * KAFKA_INSTANCE_ID, KAFKA_LINGER_MS, KAFKA_TOPIC_PREFIX, ADMIN_PORT, LOG_LEVEL,
- * RELAY_BATCH_SIZE, MAX_ATTEMPTS.
+ * KAFKA_INSTANCE_ID, KAFKA_LINGER_MS, KAFKA_SESSION_TIMEOUT_MS, KAFKA_TOPIC_PREFIX, ADMIN_PORT,
+ * LOG_LEVEL, RELAY_BATCH_SIZE, MAX_ATTEMPTS.
  */
 #ifndef SHARED_SERVICE_H
 #define SHARED_SERVICE_H
@@ -25,6 +25,7 @@ struct service_settings {
     char log_level[16];
     char topic_prefix[64];
     long linger_ms;
+    long session_timeout_ms;
     long admin_port;
     long relay_batch;
     long max_attempts;

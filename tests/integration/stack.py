@@ -44,7 +44,8 @@ class Stack:
         self.prefix = f"{self.name}."
         self.dbs = {s: Database(f"{self.name}_{s}", schema=s) for s in SERVICES}
         self.admin_ports = {s: free_port() for s in SERVICES}
-        self.http_port = free_port()
+        self.http_ports = {"api": free_port()}
+        self.http_port = self.http_ports["api"]
         self.base = f"http://127.0.0.1:{self.http_port}"
         self.env_overrides = {k: str(v) for k, v in env_overrides.items()}
         self.processes = {}
@@ -52,15 +53,25 @@ class Stack:
         self.restarts = collections.Counter()
         self.supervisor = None
 
-    def env(self, service):
+    @staticmethod
+    def service_of(key):
+        """Process keys are a service name ("checkout") for the first replica
+        and "checkout#2" for a second one, against the same database and
+        consumer group."""
+        return key.split("#")[0]
+
+    def env(self, key):
+        service = self.service_of(key)
+        self.admin_ports.setdefault(key, free_port())
+        self.http_ports.setdefault(key, free_port())
         env = dict(os.environ)
         env.update({
             "DATABASE_URL": self.dbs[service].url,
             "KAFKA_BROKERS": BROKERS,
             "KAFKA_TOPIC_PREFIX": self.prefix,
             "KAFKA_GROUP": self.group(service),
-            "ADMIN_PORT": str(self.admin_ports[service]),
-            "HTTP_PORT": str(self.http_port),
+            "ADMIN_PORT": str(self.admin_ports[key]),
+            "HTTP_PORT": str(self.http_ports[key]),
             "API_PAGE_PATH": os.path.join(ROOT, "services", "api", "page.html"),
             "PAYMENT_TIMEOUT_MS": str(PAYMENT_TIMEOUT_MS),
             "COMPENSATION_RETRY_MS": "1000",
@@ -77,18 +88,25 @@ class Stack:
     def start(self, services=SERVICES, extra_env=None):
         """Starts services (with extra_env added, e.g. CRASH_AT) and waits
         until they are ready."""
-        for service in services:
-            proc = self.processes.get(service)
+        for key in services:
+            proc = self.processes.get(key)
             if proc is None:
-                proc = Process(f"{self.name}-{service}",
-                               [os.path.join(BUILD_DIR, "services", service)], self.env(service))
-                self.processes[service] = proc
-            proc.env = dict(self.env(service), **(extra_env or {}))
+                proc = Process(f"{self.name}-{key.replace('#', '-')}",
+                               [os.path.join(BUILD_DIR, "services", self.service_of(key))],
+                               self.env(key))
+                self.processes[key] = proc
+            proc.env = dict(self.env(key), **(extra_env or {}))
             proc.start()
-            self.wanted.add(service)
+            self.wanted.add(key)
         for service in services:
             wait_until(lambda: self.ready(service), 60, f"{service} to be ready", interval=0.2)
-        wait_until(lambda: http(self.base, "GET", "/product")[0] == 200, 60, "the product")
+        wait_until(self.product_served, 60, "the product")
+
+    def product_served(self):
+        try:
+            return http(self.base, "GET", "/product", timeout=5)[0] == 200
+        except OSError:
+            return False
 
     def ready(self, service):
         try:
@@ -97,8 +115,8 @@ class Stack:
         except OSError:
             return False
 
-    def stop(self, services=SERVICES):
-        for service in services:
+    def stop(self, services=None):
+        for service in list(self.processes) if services is None else services:
             self.wanted.discard(service)
             if service in self.processes:
                 self.processes[service].stop()
@@ -301,9 +319,10 @@ class Stack:
     def check_replay_changes_nothing(self):
         """5. Rewinding every consumer group to offset 0 changes no row."""
         before = self.snapshot()
+        running = sorted(self.wanted)
         self.stop()
         self.rewind_all()
-        self.start()
+        self.start(running)
         wait_until(lambda: all(self.lag(s) == 0 for s in SERVICES), 120,
                    "every group to re-read its topics")
         self.wait_quiet()
