@@ -39,7 +39,7 @@ SHARED_LIB := $(BUILD)/libshared.a
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-TOOLS := $(BUILD)/tests/msgtest $(BUILD)/tests/outbox_bench
+TOOLS := $(BUILD)/tests/msgtest $(BUILD)/tests/outbox_bench $(BUILD)/tests/loadgen
 
 SERVICES := $(foreach s,$(wildcard services/*/main.c),$(BUILD)/$(patsubst %/main.c,%,$(s)))
 
@@ -67,6 +67,12 @@ $(BUILD)/tests/%: tests/tools/%.c $(SHARED_LIB)
 $(BUILD)/tests/%: tests/bench/%.c $(SHARED_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< -o $@ $(LDFLAGS) $(SHARED_LIB) $(LDLIBS)
+
+# The load generator speaks HTTP through libcurl; nothing else links it.
+$(BUILD)/tests/loadgen: tests/load/loadgen.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(shell pkg-config --cflags libcurl) $< -o $@ $(LDFLAGS) \
+		$(shell pkg-config --libs libcurl) -lm
 
 # Each service: every .c file of services/<name>/ linked with the shared library.
 .SECONDEXPANSION:

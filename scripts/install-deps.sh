@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   build-essential pkg-config clang-format
   librdkafka-dev libpq-dev libmicrohttpd-dev libcjson-dev check libssl-dev uuid-dev
+  libcurl4-openssl-dev
   postgresql postgresql-contrib postgresql-client
   openjdk-17-jre-headless maven
   curl jq procps psmisc
