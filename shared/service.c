@@ -62,7 +62,7 @@ void service_configure(const struct service_spec *spec, struct service_settings 
          "debug, info, warn or error"},
         {"RELAY_BATCH_SIZE", CONFIG_INT, &settings->relay_batch, 0, "1000", 1, 100000,
          "outbox rows published per round"},
-        {"KAFKA_SESSION_TIMEOUT_MS", CONFIG_INT, &settings->session_timeout_ms, 0, "3000", 1000,
+        {"KAFKA_SESSION_TIMEOUT_MS", CONFIG_INT, &settings->session_timeout_ms, 0, "1500", 1000,
          300000,
          "how soon the group gives a dead consumer's partitions to the others (the broker's "
          "group.min.session.timeout.ms must allow it)"},

@@ -24,7 +24,7 @@
 #include <time.h>
 
 #define MAX_IN_FLIGHT 20000
-#define BODY_MAX 512
+#define BODY_MAX      512
 
 enum step { STEP_CHECKOUT, STEP_WEBHOOK, STEP_FOLLOW };
 enum series { S_CHECKOUT, S_WEBHOOK, S_TO_PAID, S_TO_DISPATCHED, S_PURCHASE, S_COUNT };
@@ -237,10 +237,9 @@ static void report(FILE *text, FILE *json, double seconds, const char *mode, dou
             fprintf(json,
                     "%s\"%s\":{\"count\":%zu,\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,"
                     "\"max\":%.3f,\"errors\":%ld}",
-                    s ? "," : "", series_names[s], v->len,
-                    v->len ? percentile(v, 0.5) : 0.0, v->len ? percentile(v, 0.9) : 0.0,
-                    v->len ? percentile(v, 0.99) : 0.0, v->len ? v->values[v->len - 1] : 0.0,
-                    errors[s]);
+                    s ? "," : "", series_names[s], v->len, v->len ? percentile(v, 0.5) : 0.0,
+                    v->len ? percentile(v, 0.9) : 0.0, v->len ? percentile(v, 0.99) : 0.0,
+                    v->len ? v->values[v->len - 1] : 0.0, errors[s]);
     }
     if (json)
         fprintf(json, "}}\n");
