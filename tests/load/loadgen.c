@@ -53,7 +53,7 @@ struct samples {
 
 static struct samples stats[S_COUNT];
 static long errors[S_COUNT];
-static long started_count, completed_count;
+static long started_count, completed_count, sold_out_count;
 static const char *base_url = "http://localhost:8080";
 static double paid_ratio = 0.9;
 static int follow;
@@ -80,6 +80,13 @@ static void record(enum series s, double ms)
         v->cap = cap;
     }
     v->values[v->len++] = ms;
+}
+
+static size_t discard(char *data, size_t size, size_t nmemb, void *arg)
+{
+    (void)data;
+    (void)arg;
+    return size * nmemb;
 }
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
@@ -146,6 +153,21 @@ static void purchase_free(struct purchase *p)
     free(p);
 }
 
+/* POST /restock, blocking: rare (once per 100 sales), so kept simple. */
+static void restock(void)
+{
+    char url[512];
+    CURL *easy = curl_easy_init();
+
+    snprintf(url, sizeof(url), "%s/restock", base_url);
+    curl_easy_setopt(easy, CURLOPT_URL, url);
+    curl_easy_setopt(easy, CURLOPT_POSTFIELDS, "");
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, 30000L);
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_perform(easy);
+    curl_easy_cleanup(easy);
+}
+
 /*
  * Advances p after its request finished. Returns 1 when p is finished (done
  * or failed) and should be freed, 0 when another request is due.
@@ -157,6 +179,12 @@ static int on_done(CURLM *multi, struct purchase *p, CURLcode result, double now
 
     curl_multi_remove_handle(multi, p->easy);
     curl_easy_getinfo(p->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (p->step == STEP_CHECKOUT && result == CURLE_OK && status == 409) {
+        /* Sold out (the store holds 100 widgets): restock and go on. */
+        sold_out_count++;
+        restock();
+        return 1;
+    }
     if (result != CURLE_OK || status != 200) {
         errors[p->step == STEP_FOLLOW ? S_TO_DISPATCHED : s]++;
         return 1;
@@ -216,16 +244,19 @@ static double percentile(const struct samples *v, double q)
 
 static void report(FILE *text, FILE *json, double seconds, const char *mode, double target)
 {
-    fprintf(text, "%s: %.1f s, %ld purchases started, %ld completed, %.1f completed/s\n", mode,
-            seconds, started_count, completed_count, (double)completed_count / seconds);
+    fprintf(text,
+            "%s: %.1f s, %ld purchases started, %ld completed, %.1f completed/s, "
+            "%ld sold out (restocked)\n",
+            mode, seconds, started_count, completed_count, (double)completed_count / seconds,
+            sold_out_count);
     fprintf(text, "%-24s %8s %8s %8s %8s %8s %7s\n", "latency (ms)", "count", "p50", "p90", "p99",
             "max", "errors");
     if (json)
         fprintf(json,
                 "{\"mode\":\"%s\",\"target\":%g,\"seconds\":%.3f,\"started\":%ld,"
-                "\"completed\":%ld,\"completed_per_s\":%.2f,\"series\":{",
+                "\"completed\":%ld,\"completed_per_s\":%.2f,\"sold_out\":%ld,\"series\":{",
                 mode, target, seconds, started_count, completed_count,
-                (double)completed_count / seconds);
+                (double)completed_count / seconds, sold_out_count);
     for (int s = 0; s < S_COUNT; s++) {
         struct samples *v = &stats[s];
 
