@@ -32,18 +32,8 @@ COMMIT;
 SQL
 
 echo "rebuild: rewinding group $group"
-topics=()
-for t in checkout.events inventory.events dispatch.events; do topics+=(--topic "$prefix$t"); done
-for attempt in $(seq 1 30); do
-  out=$(bash "$here/kafka.sh" tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand \
-    --bootstrap-server "$brokers" --group "$group" "${topics[@]}" --reset-offsets --to-earliest \
-    --execute 2>&1) || true
-  if ! grep -q '^Error' <<<"$out" && grep -q "^$group " <<<"$out"; then
-    break
-  fi
-  [ "$attempt" -lt 30 ] || { printf '%s\n' "$out" >&2; echo "rebuild: cannot rewind $group" >&2; exit 1; }
-  sleep 1 # the broker has not yet noticed that the group's members left
-done
+KAFKA_BROKERS=$brokers bash "$here/replay.sh" "$group" \
+  "${prefix}checkout.events,${prefix}inventory.events,${prefix}dispatch.events" --to-earliest >/dev/null
 
 if [ "$supervised" = 1 ]; then
   bash "$here/services.sh" start api

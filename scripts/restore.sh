@@ -43,18 +43,9 @@ psql "$url" -X -q -v ON_ERROR_STOP=1 -c 'DROP SCHEMA public CASCADE' -c 'CREATE 
 pg_restore --no-owner --exit-on-error --dbname="$url" "$file"
 
 echo "restore: replaying $topics from $from (UTC)"
-args=()
-for t in $topics; do args+=(--topic "$prefix$t"); done
-for attempt in $(seq 1 30); do
-  out=$(bash "$here/kafka.sh" tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand \
-    --bootstrap-server "$brokers" --group "$group" "${args[@]}" --reset-offsets \
-    --to-datetime "$from" --execute 2>&1) || true
-  if ! grep -q '^Error' <<<"$out" && grep -q "^$group " <<<"$out"; then
-    break
-  fi
-  [ "$attempt" -lt 30 ] || { printf '%s\n' "$out" >&2; echo "restore: cannot rewind $group" >&2; exit 1; }
-  sleep 1
-done
+list=""
+for t in $topics; do list+="${list:+,}$prefix$t"; done
+KAFKA_BROKERS=$brokers bash "$here/replay.sh" "$group" "$list" --to-datetime "$from" >/dev/null
 
 if [ "$supervised" = 1 ]; then
   bash "$here/services.sh" start "$service"

@@ -76,7 +76,7 @@ class Stack:
             "PAYMENT_TIMEOUT_MS": str(PAYMENT_TIMEOUT_MS),
             "COMPENSATION_RETRY_MS": "1000",
             "DISPATCH_STEPS": str(DISPATCH_STEPS),
-            "DISPATCH_INTERVAL_MS": "100",
+            "DISPATCH_INTERVAL_MS": "250",
             "API_WAIT_MS": "20000",
         })
         env.update(self.env_overrides)
