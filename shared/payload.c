@@ -5,6 +5,7 @@
 #include "payload.h"
 
 #include <math.h>
+#include <stdio.h>
 
 #include "envelope.h"
 #include "outbox.h"
@@ -17,6 +18,15 @@ int payload_int(const cJSON *payload, const char *name, long long *out)
         fabs(item->valuedouble) > 9007199254740992.0)
         return -1;
     *out = (long long)item->valuedouble;
+    return 0;
+}
+
+int payload_positive_id(const cJSON *payload, const char *name, long long *out, char *text,
+                        size_t cap)
+{
+    if (payload_int(payload, name, out) != 0 || *out <= 0)
+        return -1;
+    snprintf(text, cap, "%lld", *out);
     return 0;
 }
 

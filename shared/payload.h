@@ -7,12 +7,19 @@
 
 #include <cJSON.h>
 #include <libpq-fe.h>
+#include <stddef.h>
 
 #include "consumer.h"
 
 /* Reads an integer field. Returns 0 and sets *out, or -1 if the field is
  * missing, not a number or not a whole number. */
 int payload_int(const cJSON *payload, const char *name, long long *out);
+
+/* Reads a positive integer id field into *out and, as decimal text for SQL
+ * parameters, into text (capacity cap). Returns 0, or -1 if the field is
+ * missing, not a whole number or not positive. */
+int payload_positive_id(const cJSON *payload, const char *name, long long *out, char *text,
+                        size_t cap);
 
 /* Returns the string field, or NULL if missing or not a string. */
 const char *payload_str(const cJSON *payload, const char *name);

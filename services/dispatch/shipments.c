@@ -29,11 +29,10 @@ int shipments_handle(PGconn *conn, const struct consumer_message *msg, void *arg
 
     if (strcmp(msg->env->type, MSG_START_DISPATCH) != 0)
         return CONSUMER_SKIP;
-    if (payload_int(msg->env->payload, "order_id", &order) != 0 || order <= 0) {
+    if (payload_positive_id(msg->env->payload, "order_id", &order, order_id, sizeof(order_id))) {
         snprintf(err, errlen, "start_dispatch without a valid order_id");
         return CONSUMER_FAIL;
     }
-    snprintf(order_id, sizeof(order_id), "%lld", order);
     snprintf(steps, sizeof(steps), "%ld", cfg->steps);
     snprintf(interval, sizeof(interval), "%ld", cfg->interval_ms);
     const char *params[] = {order_id, msg->env->saga_id, steps, interval};

@@ -259,11 +259,10 @@ int stock_handle(PGconn *conn, const struct consumer_message *msg, void *arg, ch
     if (strcmp(type, MSG_RESERVE_STOCK) != 0 && strcmp(type, MSG_RELEASE_STOCK) != 0 &&
         strcmp(type, MSG_COMMIT_STOCK) != 0)
         return CONSUMER_SKIP;
-    if (payload_int(msg->env->payload, "order_id", &order) != 0 || order <= 0) {
+    if (payload_positive_id(msg->env->payload, "order_id", &order, order_id, sizeof(order_id))) {
         snprintf(err, errlen, "%s without a valid order_id", type);
         return CONSUMER_FAIL;
     }
-    snprintf(order_id, sizeof(order_id), "%lld", order);
     if (strcmp(type, MSG_RESERVE_STOCK) == 0)
         rc = reserve(conn, msg, order, order_id);
     else

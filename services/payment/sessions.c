@@ -183,11 +183,11 @@ int sessions_handle(PGconn *conn, const struct consumer_message *msg, void *arg,
     if (strcmp(type, MSG_PROVIDER_RESULT) == 0) {
         rc = provider_result(conn, msg);
     } else if (strcmp(type, MSG_CREATE_PAYMENT) == 0 || strcmp(type, MSG_CANCEL_PAYMENT) == 0) {
-        if (payload_int(msg->env->payload, "order_id", &order) != 0 || order <= 0) {
+        if (payload_positive_id(msg->env->payload, "order_id", &order, order_id,
+                                sizeof(order_id))) {
             snprintf(err, errlen, "%s without a valid order_id", type);
             return CONSUMER_FAIL;
         }
-        snprintf(order_id, sizeof(order_id), "%lld", order);
         rc = strcmp(type, MSG_CREATE_PAYMENT) == 0 ? create_payment(conn, msg, order_id)
                                                    : cancel_payment(conn, msg, order_id);
     } else {
