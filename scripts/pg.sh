@@ -118,6 +118,9 @@ log_destination = 'stderr'
 log_line_prefix = '%m [%p] %q%u@%d '
 log_timezone = 'UTC'
 timezone = 'UTC'
+# Per-statement figures for profiling (see BENCHMARKS.md); costs little.
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.track = all
 EOF
 }
 

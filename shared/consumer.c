@@ -49,6 +49,20 @@ static const char *logical_topic(const struct consumer *consumer, const rd_kafka
     return kafka_logical_topic(&consumer->cfg.kafka, rd_kafka_topic_name(msg->rkt));
 }
 
+/* Returns 0 when msg's "type" header names a type the handler ignores. */
+static int consumer_wants(const struct consumer *consumer, const rd_kafka_message_t *msg)
+{
+    char type[ENVELOPE_TYPE_MAX];
+
+    if (consumer->cfg.handled_types == NULL || kafka_header(msg, "type", type, sizeof(type)) != 0)
+        return 1;
+    for (const char *const *t = consumer->cfg.handled_types; *t != NULL; t++) {
+        if (strcmp(*t, type) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 static int consumer_ensure_db(struct consumer *consumer)
 {
     char err[512];
@@ -223,6 +237,10 @@ static int consumer_process(struct consumer *consumer, const rd_kafka_message_t 
     struct consumer_message cmsg;
     int decoded, failures = 0;
 
+    if (!consumer_wants(consumer, msg)) {
+        metrics_inc(consumer->m_skipped);
+        return 1;
+    }
     decoded = envelope_decode(msg->payload, msg->len, &env, decode_err, sizeof(decode_err)) == 0;
     if (msg->key && msg->key_len < sizeof(key)) {
         memcpy(key, msg->key, msg->key_len);
@@ -300,28 +318,128 @@ static void consumer_store_offset(struct consumer *consumer, const rd_kafka_mess
     rd_kafka_topic_partition_list_destroy(list);
 }
 
+/*
+ * Tries the whole batch in one transaction: inbox row and handler for each
+ * message in order, then one commit (one WAL flush instead of n). Returns 1 if
+ * committed; 0 if anything failed or could not be decoded, after rolling back,
+ * so the caller handles the messages one by one with the usual retries and
+ * dead-lettering.
+ */
+static int consumer_attempt_batch(struct consumer *consumer, rd_kafka_message_t **batch, int n)
+{
+    struct envelope envs[CONSUMER_BATCH_MAX];
+    enum { NOT_OURS, DUPLICATE, APPLIED, SKIPPED } outcome[CONSUMER_BATCH_MAX];
+    int decoded = 0, wanted = 0, ok = 0;
+    double started = now_ms();
+
+    for (; decoded < n; decoded++) {
+        char ignored[8];
+
+        outcome[decoded] = consumer_wants(consumer, batch[decoded]) ? APPLIED : NOT_OURS;
+        if (outcome[decoded] == NOT_OURS) {
+            envs[decoded].payload = NULL;
+            continue;
+        }
+        wanted++;
+        if (envelope_decode(batch[decoded]->payload, batch[decoded]->len, &envs[decoded], ignored,
+                            sizeof(ignored)) != 0)
+            goto out;
+    }
+    if (wanted > 0 && (consumer_ensure_db(consumer) != 0 || db_begin(consumer->conn) != 0))
+        goto out;
+    for (int i = 0; i < n && wanted > 0; i++) {
+        const rd_kafka_message_t *msg = batch[i];
+        char key[ENVELOPE_KEY_MAX] = "", traceparent[64] = "", err[512] = "";
+        struct consumer_message cmsg = {.env = &envs[i],
+                                        .topic = logical_topic(consumer, msg),
+                                        .partition = msg->partition,
+                                        .offset = msg->offset,
+                                        .key = key,
+                                        .traceparent = traceparent};
+        int claimed, rc;
+
+        if (outcome[i] == NOT_OURS)
+            continue;
+        if (msg->key && msg->key_len < sizeof(key)) {
+            memcpy(key, msg->key, msg->key_len);
+            key[msg->key_len] = '\0';
+        }
+        kafka_header(msg, "traceparent", traceparent, sizeof(traceparent));
+        claimed = inbox_claim(consumer->conn, envs[i].id, cmsg.topic, msg, "handled");
+        if (claimed < 0)
+            goto rollback;
+        if (claimed == 0) {
+            outcome[i] = DUPLICATE;
+            continue;
+        }
+        rc = consumer->cfg.handler(consumer->conn, &cmsg, consumer->cfg.handler_arg, err,
+                                   sizeof(err));
+        if (rc != CONSUMER_OK && rc != CONSUMER_SKIP)
+            goto rollback;
+        outcome[i] = rc == CONSUMER_OK ? APPLIED : SKIPPED;
+    }
+    if (wanted > 0) {
+        crashpoint("consumer.before_commit");
+        if (db_commit(consumer->conn) != 0)
+            goto out;
+        crashpoint("consumer.after_commit");
+        metrics_observe_ms(consumer->m_handle_ms, now_ms() - started);
+    }
+    for (int i = 0; i < n; i++) {
+        if (outcome[i] == DUPLICATE)
+            metrics_inc(consumer->m_duplicates);
+        else
+            metrics_inc(outcome[i] == APPLIED ? consumer->m_consumed : consumer->m_skipped);
+    }
+    ok = 1;
+    goto out;
+rollback:
+    db_rollback(consumer->conn);
+out:
+    for (int i = 0; i < decoded; i++) {
+        if (outcome[i] != NOT_OURS)
+            envelope_free(&envs[i]);
+    }
+    return ok;
+}
+
 static void *consumer_main(void *arg)
 {
     struct consumer *consumer = arg;
+    rd_kafka_message_t *batch[CONSUMER_BATCH_MAX];
 
     while (!atomic_load(&consumer->stop)) {
+        int n = 0, batched;
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(consumer->rk, 200);
 
-        if (msg == NULL) {
+        /* Take what has already arrived, without waiting for more: a batch
+         * grows only under load, so it adds no latency when idle. */
+        while (msg != NULL) {
+            if (msg->err) {
+                if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                    log_warn("msg=\"consume error\" error=\"%s\"", rd_kafka_message_errstr(msg));
+                rd_kafka_message_destroy(msg);
+            } else {
+                batch[n++] = msg;
+            }
+            if (n == consumer->cfg.batch_max)
+                break;
+            msg = rd_kafka_consumer_poll(consumer->rk, 0);
+        }
+        if (n == 0) {
             consumer_ensure_db(consumer);
             continue;
         }
-        if (msg->err) {
-            if (msg->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                log_warn("msg=\"consume error\" error=\"%s\"", rd_kafka_message_errstr(msg));
-            rd_kafka_message_destroy(msg);
-            continue;
-        }
-        if (consumer_process(consumer, msg)) {
+        batched = n > 1 && consumer_attempt_batch(consumer, batch, n);
+        for (int i = 0; i < n; i++) {
+            /* Stopping mid-batch: the rest is read again by the next owner. */
+            if (!batched && !consumer_process(consumer, batch[i]))
+                break;
             atomic_fetch_add(&consumer->handled, 1);
-            consumer_store_offset(consumer, msg);
+            consumer_store_offset(consumer, batch[i]);
         }
-        rd_kafka_message_destroy(msg);
+        for (int i = 0; i < n; i++)
+            rd_kafka_message_destroy(batch[i]);
     }
     return NULL;
 }
@@ -339,6 +457,8 @@ struct consumer *consumer_start(const struct consumer_config *cfg, char *err, si
         consumer->cfg.max_attempts = 5;
     if (consumer->cfg.retry_base_ms <= 0)
         consumer->cfg.retry_base_ms = 50;
+    if (consumer->cfg.batch_max <= 0 || consumer->cfg.batch_max > CONSUMER_BATCH_MAX)
+        consumer->cfg.batch_max = CONSUMER_BATCH_MAX;
     if (consumer->cfg.retry_max_ms <= 0)
         consumer->cfg.retry_max_ms = 5000;
     backoff_init(&consumer->retry, consumer->cfg.retry_base_ms, consumer->cfg.retry_max_ms, 0);

@@ -9,6 +9,10 @@
  * and only then stores the offset for commit. Redeliveries, duplicates and
  * replays from offset 0 therefore change nothing.
  *
+ * Under load, the messages already fetched (up to batch_max) share one such
+ * transaction, each with its own inbox row, so a burst costs one commit; if
+ * any of them fails, the batch is rolled back and handled one by one.
+ *
  * Failures: a transient one (database or broker down, serialization failure)
  * is retried with exponential backoff and jitter, forever, without moving on.
  * A handler that fails the same message max_attempts times, and a message that
@@ -56,16 +60,23 @@ typedef int (*consumer_handler_fn)(PGconn *conn, const struct consumer_message *
  * topic instead of blocking its partition forever. */
 int consumer_db_failure(PGconn *conn);
 
+#define CONSUMER_BATCH_MAX 64
+
 struct consumer_config {
     const char *db_url;
     const char *name;            /* service name: logs, application_name, DLQ producer */
     struct kafka_settings kafka; /* group_id required */
     const char *const *topics;   /* NULL-terminated */
     int max_attempts;            /* failures before the dead-letter topic; default 5 */
+    int batch_max;               /* messages per transaction; default and cap CONSUMER_BATCH_MAX */
     long retry_base_ms;          /* backoff start; default 50 */
     long retry_max_ms;           /* backoff cap; default 5000 */
     consumer_handler_fn handler;
     void *handler_arg;
+    /* Message types the handler acts on (NULL-terminated), or NULL for all.
+     * Others, recognised by their "type" header, change nothing here, so
+     * they are acknowledged in order without a transaction or inbox row. */
+    const char *const *handled_types;
 };
 
 struct consumer; /* opaque */

@@ -71,6 +71,8 @@ void service_configure(const struct service_spec *spec, struct service_settings 
          "prefix of every topic name, to run several systems on one broker"},
         {"MAX_ATTEMPTS", CONFIG_INT, &settings->max_attempts, 0, "5", 1, 1000,
          "handler failures of one message before its dead-letter topic"},
+        {"CONSUMER_BATCH_MAX", CONFIG_INT, &settings->consumer_batch, 0, "64", 1,
+         CONSUMER_BATCH_MAX, "messages already fetched that share one transaction (1: none)"},
     };
     struct config_entry table[MAX_CONFIG];
     size_t count = 0;
@@ -223,8 +225,10 @@ struct service *service_start(const struct service_spec *spec,
                                                .kafka = kafka,
                                                .topics = spec->consume_topics,
                                                .max_attempts = (int)settings->max_attempts,
+                                               .batch_max = (int)settings->consumer_batch,
                                                .handler = spec->handler,
-                                               .handler_arg = spec->handler_arg};
+                                               .handler_arg = spec->handler_arg,
+                                               .handled_types = spec->handled_types};
 
         svc->consumer = consumer_start(&consumer_cfg, err, sizeof(err));
         if (svc->consumer == NULL) {

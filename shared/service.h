@@ -29,6 +29,7 @@ struct service_settings {
     long admin_port;
     long relay_batch;
     long max_attempts;
+    long consumer_batch;
 };
 
 struct service_spec {
@@ -38,7 +39,8 @@ struct service_spec {
     const char *const *produce_topics; /* created at start-up with their .dlq; may be NULL */
     consumer_handler_fn handler;       /* required when consume_topics is set */
     void *handler_arg;
-    admin_route_fn routes; /* extra admin routes; may be NULL */
+    const char *const *handled_types; /* types the handler acts on; NULL for all */
+    admin_route_fn routes;            /* extra admin routes; may be NULL */
     void *routes_arg;
     const struct config_entry *extra_config; /* the service's own variables */
     size_t extra_config_count;

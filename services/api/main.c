@@ -49,8 +49,10 @@ int main(void)
          0, "the web page served at /"},
         {"API_WAIT_MS", CONFIG_INT, &store.wait_ms, 0, "30000", 100, 600000,
          "how long checkout, webhook and restock calls wait for their answer"},
-        {"API_POLL_MS", CONFIG_INT, &store.poll_ms, 0, "5", 1, 1000,
-         "read-model polling interval while waiting"},
+        {"API_RECHECK_MS", CONFIG_INT, &store.recheck_ms, 0, "200", 1, 10000,
+         "while waiting, re-check the read model this often even without a notification"},
+        {"API_RESTOCK_LEVEL", CONFIG_INT, &store.restock_level, 0, "100", 1, 1000000,
+         "POST /restock sets the inventory to this (the DBOS store: 100)"},
         {"API_DB_POOL", CONFIG_INT, &pool_size, 0, "32", 1, 500, "database connections"},
     };
     const struct service_spec spec = {.name = "api",
@@ -58,6 +60,7 @@ int main(void)
                                       .consume_topics = consume,
                                       .produce_topics = produce,
                                       .handler = projections_handle,
+                                      .handled_types = projections_handled_types,
                                       .extra_config = extra,
                                       .extra_config_count = sizeof(extra) / sizeof(extra[0])};
     struct http_server *http;
@@ -71,6 +74,9 @@ int main(void)
     store.pool = db_pool_new(settings.database_url, "api", (int)pool_size);
     if (store.pool == NULL)
         return 1;
+    store.waiters = waiters_start(settings.database_url);
+    if (store.waiters == NULL)
+        return 1;
     svc = service_start(&spec, &settings);
     http = http_start((int)http_port, &store, svc, page, page_len, err, sizeof(err));
     if (http == NULL) {
@@ -81,6 +87,7 @@ int main(void)
     service_wait(svc);
     http_stop(http);
     service_stop(svc);
+    waiters_stop(store.waiters);
     db_pool_free(store.pool);
     free(page);
     return 0;

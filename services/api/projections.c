@@ -12,6 +12,10 @@
 #include "contracts.h"
 #include "db.h"
 #include "payload.h"
+#include "waiters.h"
+
+const char *const projections_handled_types[] = {MSG_ORDER_UPDATED, MSG_PRODUCT_UPDATED,
+                                                 MSG_DISPATCH_PROGRESS, NULL};
 
 static int project_order(PGconn *conn, const cJSON *p)
 {
@@ -32,15 +36,20 @@ static int project_order(PGconn *conn, const cJSON *p)
     snprintf(version_text, sizeof(version_text), "%lld", version);
     const char *params[] = {order_text, key,    product_text, status_text,
                             payment_id, reason, updated,      version_text};
-    return db_exec(conn, "project order",
-                   "INSERT INTO orders (order_id, idempotency_key, product_id, order_status, "
-                   "payment_id, reason, last_update_time, version) VALUES ($1::bigint, $2, "
-                   "$3::int, $4::int, $5, $6, $7::timestamptz, $8::bigint) "
-                   "ON CONFLICT (order_id) DO UPDATE SET order_status = excluded.order_status, "
-                   "payment_id = excluded.payment_id, reason = excluded.reason, "
-                   "last_update_time = excluded.last_update_time, version = excluded.version "
-                   "WHERE orders.version < excluded.version",
-                   8, params);
+    /* Waiting HTTP threads (of any replica) are woken by the notification,
+     * sent only when the row changed. */
+    return db_exec(
+        conn, "project order",
+        "WITH changed AS (INSERT INTO orders (order_id, idempotency_key, product_id, order_status, "
+        "payment_id, reason, last_update_time, version) VALUES ($1::bigint, $2, "
+        "$3::int, $4::int, $5, $6, $7::timestamptz, $8::bigint) "
+        "ON CONFLICT (order_id) DO UPDATE SET order_status = excluded.order_status, "
+        "payment_id = excluded.payment_id, reason = excluded.reason, "
+        "last_update_time = excluded.last_update_time, version = excluded.version "
+        "WHERE orders.version < excluded.version RETURNING idempotency_key) "
+        "SELECT pg_notify('" WAITERS_CHANNEL "', 'order:' || idempotency_key) "
+        "FROM changed",
+        8, params);
 }
 
 static int project_product(PGconn *conn, const cJSON *p)
@@ -59,12 +68,15 @@ static int project_product(PGconn *conn, const cJSON *p)
     snprintf(version_text, sizeof(version_text), "%lld", version);
     const char *params[] = {id_text, name, description, price, inventory_text, version_text};
     return db_exec(conn, "project product",
-                   "INSERT INTO products (product_id, product, description, price, inventory, "
+                   "WITH changed AS (INSERT INTO products (product_id, product, description, "
+                   "price, inventory, "
                    "version) VALUES ($1::int, $2, $3, $4::numeric, $5::int, $6::bigint) "
                    "ON CONFLICT (product_id) DO UPDATE SET product = excluded.product, "
                    "description = excluded.description, price = excluded.price, "
                    "inventory = excluded.inventory, version = excluded.version "
-                   "WHERE products.version < excluded.version",
+                   "WHERE products.version < excluded.version RETURNING product_id) "
+                   "SELECT pg_notify('" WAITERS_CHANNEL "', 'product:' || product_id) "
+                   "FROM changed",
                    6, params);
 }
 

@@ -7,6 +7,10 @@
 
 #include "consumer.h"
 
+/* The message types projections_handle acts on; the consumer acknowledges others
+ * without a transaction. */
+extern const char *const projections_handled_types[];
+
 /* consumer_handler_fn for the topics above. */
 int projections_handle(PGconn *conn, const struct consumer_message *msg, void *arg, char *err,
                        size_t errlen);

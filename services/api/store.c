@@ -11,7 +11,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "backoff.h"
 #include "contracts.h"
 #include "db.h"
 #include "envelope.h"
@@ -226,40 +225,52 @@ void store_order(struct store *store, const char *id_text, struct store_reply *r
 }
 
 /*
- * Polls sql (one parameter) until check(value) says done or the deadline
- * passes. Returns the final value (malloc'd, may be NULL) and sets *outcome to
- * 1 (done), 0 (deadline) or -1 (database failure throughout).
+ * Checks sql (one parameter) until check(store, value) says done or the deadline
+ * passes, sleeping between checks until the read model announces a change to
+ * wait_key (or the fallback interval passes). Returns the final value
+ * (malloc'd, may be NULL) and sets *outcome to 1 (done), 0 (deadline) or -1
+ * (database failure throughout).
  */
-static char *wait_for(struct store *store, const char *sql, const char *param,
-                      int (*check)(const char *value), int *outcome)
+static char *wait_for(struct store *store, const char *wait_key, const char *sql, const char *param,
+                      int (*check)(const struct store *store, const char *value), int *outcome)
 {
     const char *params[] = {param};
     double deadline = now_ms() + (double)store->wait_ms;
     int failures_only = 1;
     char *value = NULL;
+    struct waiter waiter;
 
+    /* Registered before the first check, so a change committed after the
+     * check cannot go unnoticed. */
+    waiter_register(store->waiters, &waiter, wait_key);
     for (;;) {
         int rc = query_value(store, "wait", sql, 1, params, &value);
+        double left;
 
         if (rc >= 0)
             failures_only = 0;
-        if (rc > 0 && check(value)) {
+        if (rc > 0 && check(store, value)) {
             *outcome = 1;
-            return value;
+            break;
         }
-        if (now_ms() >= deadline) {
+        left = deadline - now_ms();
+        if (left <= 0) {
             *outcome = failures_only ? -1 : 0;
-            return value;
+            break;
         }
         free(value);
         value = NULL;
-        backoff_sleep_ms(store->poll_ms);
+        waiter_wait(
+            store->waiters, &waiter,
+            (long)(left < (double)store->recheck_ms ? left + 1 : (double)store->recheck_ms));
     }
+    waiter_unregister(store->waiters, &waiter);
+    return value;
 }
 
-static int restocked(const char *value)
+static int restocked(const struct store *store, const char *value)
 {
-    return value && atoi(value) >= 100;
+    return value && atol(value) >= store->restock_level;
 }
 
 void store_restock(struct store *store, struct store_reply *reply)
@@ -270,14 +281,15 @@ void store_restock(struct store *store, struct store_reply *reply)
     char *value;
 
     cJSON_AddNumberToObject(payload, "product_id", WIDGET_PRODUCT_ID);
-    cJSON_AddNumberToObject(payload, "inventory", 100);
+    cJSON_AddNumberToObject(payload, "inventory", (double)store->restock_level);
     if (send_command(store, NULL, NULL, TOPIC_INVENTORY_COMMANDS, "product-1", MSG_RESTOCK,
                      payload) < 0) {
         reply_text(reply, 503, "Database unavailable, restock not sent\n");
         return;
     }
-    value = wait_for(store, "SELECT inventory FROM products WHERE product_id = $1::int", product_id,
-                     restocked, &outcome);
+    value =
+        wait_for(store, "product:1", "SELECT inventory FROM products WHERE product_id = $1::int",
+                 product_id, restocked, &outcome);
     free(value);
     if (outcome == 1)
         reply_json(reply, "{\"message\":\"Restocked successfully\"}");
@@ -286,14 +298,16 @@ void store_restock(struct store *store, struct store_reply *reply)
 }
 
 /* Checkout answer: "payment_id|status|reason". */
-static int checkout_decided(const char *value)
+static int checkout_decided(const struct store *store, const char *value)
 {
+    (void)store;
     /* A payment id, or a cancellation without one (out of stock). */
     return value && (value[0] != '|' || strncmp(value, "|-1|", 4) == 0);
 }
 
 void store_checkout(struct store *store, const char *key, struct store_reply *reply)
 {
+    char wait_key[WAITER_KEY_MAX];
     cJSON *payload;
     int sent, outcome;
     char *value;
@@ -317,7 +331,8 @@ void store_checkout(struct store *store, const char *key, struct store_reply *re
                    "key\n");
         return;
     }
-    value = wait_for(store,
+    snprintf(wait_key, sizeof(wait_key), "order:%s", key);
+    value = wait_for(store, wait_key,
                      "SELECT coalesce(payment_id, '') || '|' || order_status || '|' || "
                      "coalesce(reason, '') FROM orders WHERE idempotency_key = $1",
                      key, checkout_decided, &outcome);
@@ -336,8 +351,9 @@ void store_checkout(struct store *store, const char *key, struct store_reply *re
     free(value);
 }
 
-static int order_decided(const char *value)
+static int order_decided(const struct store *store, const char *value)
 {
+    (void)store;
     return value && strncmp(value, "0|", 2) != 0;
 }
 
@@ -345,6 +361,7 @@ void store_webhook(struct store *store, const char *payment_id, const char *stat
                    struct store_reply *reply)
 {
     const char *params[] = {payment_id};
+    char wait_key[WAITER_KEY_MAX];
     char *key = NULL, *value;
     cJSON *payload;
     int rc, outcome;
@@ -377,10 +394,11 @@ void store_webhook(struct store *store, const char *payment_id, const char *stat
         reply_text(reply, 503, "Database unavailable, payment result not recorded\n");
         return;
     }
+    snprintf(wait_key, sizeof(wait_key), "order:%s", key);
     free(key);
-    value =
-        wait_for(store, "SELECT order_status || '|' || order_id FROM orders WHERE payment_id = $1",
-                 payment_id, order_decided, &outcome);
+    value = wait_for(store, wait_key,
+                     "SELECT order_status || '|' || order_id FROM orders WHERE payment_id = $1",
+                     payment_id, order_decided, &outcome);
     if (outcome == 1) {
         reply_text(reply, 200, strchr(value, '|') + 1);
     } else {

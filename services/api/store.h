@@ -2,7 +2,7 @@
  * store.h - the DBOS widget-store REST endpoints, answered from the read
  * model; checkout, webhook and restock send a command through the outbox and
  * then wait, under a deadline, for the read model to show the answer (which
- * any replica's consumer may have written).
+ * any replica's consumer may have written), woken by its notifications.
  */
 #ifndef API_STORE_H
 #define API_STORE_H
@@ -10,11 +10,14 @@
 #include <stddef.h>
 
 #include "db_pool.h"
+#include "waiters.h"
 
 struct store {
     struct db_pool *pool;
-    long wait_ms; /* deadline of checkout, webhook and restock waits */
-    long poll_ms; /* read-model polling interval while waiting */
+    long wait_ms;       /* deadline of checkout, webhook and restock waits */
+    long recheck_ms;    /* fallback re-check interval while waiting */
+    long restock_level; /* POST /restock sets the inventory to this */
+    struct waiters *waiters;
 };
 
 struct store_reply {

@@ -33,6 +33,7 @@ int main(void)
                                 .consume_topics = consume,
                                 .produce_topics = produce,
                                 .handler = saga_handle,
+                                .handled_types = saga_handled_types,
                                 .handler_arg = &cfg,
                                 .routes = inspect_route,
                                 .extra_config = extra,

@@ -17,6 +17,18 @@
 #include "log.h"
 #include "payload.h"
 
+const char *const saga_handled_types[] = {MSG_CHECKOUT_REQUESTED,
+                                          MSG_STOCK_RESERVED,
+                                          MSG_STOCK_REJECTED,
+                                          MSG_STOCK_RELEASED,
+                                          MSG_PAYMENT_CREATED,
+                                          MSG_PAYMENT_SUCCEEDED,
+                                          MSG_PAYMENT_FAILED,
+                                          MSG_PAYMENT_VOIDED,
+                                          MSG_PAYMENT_REFUNDED,
+                                          MSG_DISPATCH_COMPLETED,
+                                          NULL};
+
 #define SERVICE "checkout"
 
 struct saga {
@@ -211,10 +223,12 @@ static int compensation_confirmed(PGconn *conn, struct saga *saga, const char *c
                                   const char *event, const char *message_id, const char *detail)
 {
     const char *params[] = {saga->saga_id};
-    char sql[160];
+    /* Literals, not a formatted buffer: db.c prepares statements by address. */
+    const char *sql =
+        strcmp(column, "stock_released") == 0
+            ? "UPDATE sagas SET stock_released = true, updated_at = now() WHERE saga_id = $1"
+            : "UPDATE sagas SET payment_voided = true, updated_at = now() WHERE saga_id = $1";
 
-    snprintf(sql, sizeof(sql), "UPDATE sagas SET %s = true, updated_at = now() WHERE saga_id = $1",
-             column);
     if (db_exec(conn, "compensation confirmed", sql, 1, params) != 0)
         return -1;
     if (strcmp(column, "stock_released") == 0)

@@ -24,6 +24,10 @@ struct saga_config {
     long max_compensation_rounds; /* rounds before compensation_failed (COMPENSATION_MAX_ROUNDS) */
 };
 
+/* The message types saga_handle acts on; the consumer acknowledges others
+ * without a transaction. */
+extern const char *const saga_handled_types[];
+
 /* consumer_handler_fn for checkout.commands and the events of inventory,
  * payment and dispatch; arg is a struct saga_config. */
 int saga_handle(PGconn *conn, const struct consumer_message *msg, void *arg, char *err,

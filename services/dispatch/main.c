@@ -24,6 +24,7 @@ int main(void)
                                       .consume_topics = consume,
                                       .produce_topics = produce,
                                       .handler = shipments_handle,
+                                      .handled_types = shipments_handled_types,
                                       .handler_arg = &cfg,
                                       .extra_config = extra,
                                       .extra_config_count = sizeof(extra) / sizeof(extra[0])};

@@ -17,6 +17,8 @@
 #include "log.h"
 #include "payload.h"
 
+const char *const shipments_handled_types[] = {MSG_START_DISPATCH, NULL};
+
 #define SERVICE    "dispatch"
 #define TICK_BATCH "50"
 

@@ -12,6 +12,10 @@ struct shipments_config {
     long interval_ms; /* time between two steps (DISPATCH_INTERVAL_MS) */
 };
 
+/* The message types shipments_handle acts on; the consumer acknowledges others
+ * without a transaction. */
+extern const char *const shipments_handled_types[];
+
 /* consumer_handler_fn for dispatch.commands; arg is a struct shipments_config. */
 int shipments_handle(PGconn *conn, const struct consumer_message *msg, void *arg, char *err,
                      size_t errlen);

@@ -16,7 +16,8 @@ int main(void)
                                       .default_admin_port = 9102,
                                       .consume_topics = consume,
                                       .produce_topics = produce,
-                                      .handler = stock_handle};
+                                      .handler = stock_handle,
+                                      .handled_types = stock_handled_types};
     struct service *svc;
 
     service_configure(&spec, &settings);

@@ -17,6 +17,9 @@
 #include "log.h"
 #include "payload.h"
 
+const char *const stock_handled_types[] = {MSG_RESTOCK, MSG_RESERVE_STOCK, MSG_RELEASE_STOCK,
+                                           MSG_COMMIT_STOCK, NULL};
+
 #define SERVICE "inventory"
 
 /* Emits a product_updated snapshot of product_id. Returns 0 or -1. */

@@ -7,6 +7,10 @@
 
 #include "consumer.h"
 
+/* The message types stock_handle acts on; the consumer acknowledges others
+ * without a transaction. */
+extern const char *const stock_handled_types[];
+
 /* consumer_handler_fn for inventory.commands. */
 int stock_handle(PGconn *conn, const struct consumer_message *msg, void *arg, char *err,
                  size_t errlen);

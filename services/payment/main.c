@@ -16,7 +16,8 @@ int main(void)
                                       .default_admin_port = 9103,
                                       .consume_topics = consume,
                                       .produce_topics = produce,
-                                      .handler = sessions_handle};
+                                      .handler = sessions_handle,
+                                      .handled_types = sessions_handled_types};
     struct service *svc;
 
     service_configure(&spec, &settings);

@@ -17,6 +17,9 @@
 #include "log.h"
 #include "payload.h"
 
+const char *const sessions_handled_types[] = {MSG_PROVIDER_RESULT, MSG_CREATE_PAYMENT,
+                                              MSG_CANCEL_PAYMENT, NULL};
+
 #define SERVICE "payment"
 
 static int emit(PGconn *conn, const struct consumer_message *msg, const char *type,

@@ -7,6 +7,10 @@
 
 #include "consumer.h"
 
+/* The message types sessions_handle acts on; the consumer acknowledges others
+ * without a transaction. */
+extern const char *const sessions_handled_types[];
+
 /* consumer_handler_fn for payment.commands. */
 int sessions_handle(PGconn *conn, const struct consumer_message *msg, void *arg, char *err,
                     size_t errlen);

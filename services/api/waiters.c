@@ -1,0 +1,182 @@
+/*
+ * waiters.c - one LISTEN connection per api process and a list of the HTTP
+ * threads waiting on keys.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "waiters.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backoff.h"
+#include "db.h"
+#include "log.h"
+
+struct waiters {
+    char *db_url;
+    pthread_mutex_t lock;
+    struct waiter *head; /* registered waiters, guarded by lock */
+    pthread_t thread;
+    atomic_int stop;
+    atomic_llong notifications;
+};
+
+/* Wakes the waiters for key, or all of them when key is NULL. */
+static void wake(struct waiters *waiters, const char *key)
+{
+    pthread_mutex_lock(&waiters->lock);
+    for (struct waiter *w = waiters->head; w != NULL; w = w->next) {
+        if (key == NULL || strcmp(w->key, key) == 0) {
+            w->signalled = 1;
+            pthread_cond_signal(&w->cond);
+        }
+    }
+    pthread_mutex_unlock(&waiters->lock);
+}
+
+static PGconn *listen_connect(struct waiters *waiters)
+{
+    char err[256];
+    PGconn *conn = db_connect(waiters->db_url, "api-listener", err, sizeof(err));
+
+    if (conn == NULL) {
+        log_warn("msg=\"read-model listener cannot connect\" error=\"%s\"", err);
+        return NULL;
+    }
+    if (db_exec(conn, "listen", "LISTEN " WAITERS_CHANNEL, 0, NULL) != 0) {
+        PQfinish(conn);
+        return NULL;
+    }
+    /* Changes made while we were not listening are only seen by re-checks. */
+    wake(waiters, NULL);
+    return conn;
+}
+
+static void *listener_main(void *arg)
+{
+    struct waiters *waiters = arg;
+    struct backoff retry;
+    PGconn *conn = NULL;
+
+    backoff_init(&retry, 50, 2000, 0);
+    while (!atomic_load(&waiters->stop)) {
+        struct pollfd fd;
+        PGnotify *notify;
+
+        if (db_is_broken(conn)) {
+            PQfinish(conn);
+            conn = listen_connect(waiters);
+            if (conn == NULL) {
+                backoff_sleep_ms(backoff_next(&retry));
+                continue;
+            }
+            backoff_reset(&retry);
+        }
+        fd = (struct pollfd){.fd = PQsocket(conn), .events = POLLIN};
+        if (poll(&fd, 1, 200) < 0 && errno != EINTR)
+            continue;
+        if (!PQconsumeInput(conn)) {
+            log_warn("msg=\"read-model listener lost its connection\"");
+            PQfinish(conn);
+            conn = NULL;
+            continue;
+        }
+        while ((notify = PQnotifies(conn)) != NULL) {
+            atomic_fetch_add(&waiters->notifications, 1);
+            wake(waiters, notify->extra);
+            PQfreemem(notify);
+        }
+    }
+    PQfinish(conn);
+    return NULL;
+}
+
+struct waiters *waiters_start(const char *db_url)
+{
+    struct waiters *waiters = calloc(1, sizeof(*waiters));
+
+    if (waiters == NULL || (waiters->db_url = strdup(db_url)) == NULL) {
+        free(waiters);
+        return NULL;
+    }
+    pthread_mutex_init(&waiters->lock, NULL);
+    if (pthread_create(&waiters->thread, NULL, listener_main, waiters) != 0) {
+        free(waiters->db_url);
+        free(waiters);
+        return NULL;
+    }
+    return waiters;
+}
+
+void waiters_stop(struct waiters *waiters)
+{
+    if (waiters == NULL)
+        return;
+    atomic_store(&waiters->stop, 1);
+    pthread_join(waiters->thread, NULL);
+    pthread_mutex_destroy(&waiters->lock);
+    free(waiters->db_url);
+    free(waiters);
+}
+
+void waiter_register(struct waiters *waiters, struct waiter *w, const char *key)
+{
+    pthread_condattr_t attr;
+
+    snprintf(w->key, sizeof(w->key), "%s", key);
+    w->signalled = 0;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    pthread_mutex_lock(&waiters->lock);
+    w->prev = NULL;
+    w->next = waiters->head;
+    if (waiters->head)
+        waiters->head->prev = w;
+    waiters->head = w;
+    pthread_mutex_unlock(&waiters->lock);
+}
+
+void waiter_wait(struct waiters *waiters, struct waiter *w, long timeout_ms)
+{
+    struct timespec until;
+
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&waiters->lock);
+    while (!w->signalled) {
+        if (pthread_cond_timedwait(&w->cond, &waiters->lock, &until) == ETIMEDOUT)
+            break;
+    }
+    w->signalled = 0;
+    pthread_mutex_unlock(&waiters->lock);
+}
+
+void waiter_unregister(struct waiters *waiters, struct waiter *w)
+{
+    pthread_mutex_lock(&waiters->lock);
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        waiters->head = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    pthread_mutex_unlock(&waiters->lock);
+    pthread_cond_destroy(&w->cond);
+}
+
+long long waiters_notifications(const struct waiters *waiters)
+{
+    return waiters ? atomic_load(&((struct waiters *)waiters)->notifications) : 0;
+}
