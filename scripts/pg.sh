@@ -118,6 +118,12 @@ log_destination = 'stderr'
 log_line_prefix = '%m [%p] %q%u@%d '
 log_timezone = 'UTC'
 timezone = 'UTC'
+# The outbox and the saga/shipment tables churn (rows live for milliseconds or
+# are updated many times); vacuum them often so scans do not wade through dead
+# rows (see BENCHMARKS.md).
+autovacuum_naptime = 1s
+autovacuum_vacuum_scale_factor = 0.05
+autovacuum_vacuum_cost_limit = 2000
 # Per-statement figures for profiling (see BENCHMARKS.md); costs little.
 shared_preload_libraries = 'pg_stat_statements'
 pg_stat_statements.track = all

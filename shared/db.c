@@ -1,16 +1,52 @@
 /*
  * db.c - libpq helpers with one error convention: NULL or -1 on failure,
  * logged once where it happens.
+ *
+ * Statements with parameters are prepared once per connection and then only
+ * executed, which saves the server parsing and planning them every time. The
+ * cache hangs off the connection (a libpq event procedure), so it lives and
+ * dies with it; statements are recognised by the address of their SQL text,
+ * which is why callers pass string literals (every caller does).
  */
 #define _POSIX_C_SOURCE 200809L
 #include "db.h"
 
+#include <libpq-events.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
 
+#define STATEMENT_CACHE_MAX 64
+
 static _Thread_local char last_sqlstate[6];
+
+struct statement_cache {
+    const char *sql[STATEMENT_CACHE_MAX]; /* index i is prepared as "s<i>" */
+    int count;
+};
+
+static int db_event(PGEventId id, void *info, void *arg)
+{
+    (void)arg;
+    if (id == PGEVT_REGISTER) {
+        PGEventRegister *event = info;
+        struct statement_cache *cache = calloc(1, sizeof(*cache));
+
+        return cache != NULL && PQsetInstanceData(event->conn, db_event, cache);
+    }
+    if (id == PGEVT_CONNRESET) {
+        /* A reset connection is a new session: nothing is prepared there. */
+        struct statement_cache *cache = PQinstanceData(((PGEventConnReset *)info)->conn, db_event);
+
+        if (cache)
+            cache->count = 0;
+    } else if (id == PGEVT_CONNDESTROY) {
+        free(PQinstanceData(((PGEventConnDestroy *)info)->conn, db_event));
+    }
+    return 1;
+}
 
 PGconn *db_connect(const char *url, const char *app_name, char *err, size_t errlen)
 {
@@ -35,6 +71,9 @@ PGconn *db_connect(const char *url, const char *app_name, char *err, size_t errl
         return NULL;
     }
     PQsetNoticeProcessor(conn, log_pq_notice, NULL);
+    /* Without the cache, statements are simply not prepared. */
+    if (!PQregisterEventProc(conn, db_event, "db statement cache", NULL))
+        log_warn("msg=\"statement cache unavailable\"");
     return conn;
 }
 
@@ -52,6 +91,36 @@ static void note_failure(PGconn *conn, const char *what, PGresult *res)
              state ? state : "none", (int)len, msg);
 }
 
+/*
+ * Executes sql as a prepared statement, preparing it first if this connection
+ * has not seen it. Returns NULL (nothing sent) when the cache is full or
+ * missing, or the PGresult of the preparation when that failed.
+ */
+static PGresult *exec_prepared(PGconn *conn, const char *sql, int nparams,
+                               const char *const *params)
+{
+    struct statement_cache *cache = PQinstanceData(conn, db_event);
+    char name[16];
+    int i;
+
+    if (cache == NULL)
+        return NULL;
+    for (i = 0; i < cache->count && cache->sql[i] != sql; i++)
+        ;
+    if (i == STATEMENT_CACHE_MAX)
+        return NULL;
+    snprintf(name, sizeof(name), "s%d", i);
+    if (i == cache->count) {
+        PGresult *res = PQprepare(conn, name, sql, nparams, NULL);
+
+        if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
+            return res;
+        PQclear(res);
+        cache->sql[cache->count++] = sql;
+    }
+    return PQexecPrepared(conn, name, nparams, params, NULL, NULL, 0);
+}
+
 PGresult *db_query(PGconn *conn, const char *what, const char *sql, int nparams,
                    const char *const *params)
 {
@@ -61,7 +130,9 @@ PGresult *db_query(PGconn *conn, const char *what, const char *sql, int nparams,
     last_sqlstate[0] = '\0';
     if (conn == NULL)
         return NULL;
-    res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    res = nparams > 0 ? exec_prepared(conn, sql, nparams, params) : NULL;
+    if (res == NULL)
+        res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
     status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
     if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
         return res;

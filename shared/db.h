@@ -19,7 +19,10 @@
 PGconn *db_connect(const char *url, const char *app_name, char *err, size_t errlen);
 
 /*
- * Runs sql with nparams text parameters. Returns the result when the status
+ * Runs sql with nparams text parameters. sql must be a string literal (or
+ * otherwise constant for the connection's life): a statement with parameters
+ * is prepared once per connection and recognised later by its address.
+ * Returns the result when the status
  * is PGRES_COMMAND_OK or PGRES_TUPLES_OK (the caller PQclear()s it); otherwise
  * logs the error once with what, records its SQLSTATE for db_last_failure_transient(),
  * and returns NULL.

@@ -103,15 +103,17 @@ class Sampler:
     def summary(self):
         if len(self.samples) < 2:
             return {}
-        (t0, first), (t1, last) = self.samples[0], self.samples[-1]
+        t0, t1 = self.samples[0][0], self.samples[-1][0]
         out = {}
-        for group in sorted(set(first) | set(last)):
-            # CPU: ticks used between first and last sample by processes seen in
-            # both (a process that started or died in between counts from
-            # its own first sample).
-            used = 0
-            for pid, ticks in last.get(group, ({}, [0]))[0].items():
-                used += ticks - first.get(group, ({}, [0]))[0].get(pid, ticks)
+        for group in sorted({g for _, snap in self.samples for g in snap}):
+            # CPU: for each process, ticks between the first and the last
+            # sample that saw it, so processes that start or exit during the
+            # run (a restarted service, the load generator) count too.
+            seen = {}
+            for _, snap in self.samples:
+                for pid, ticks in snap.get(group, ({}, [0, 0]))[0].items():
+                    seen.setdefault(pid, [ticks, ticks])[1] = ticks
+            used = sum(last_ticks - first_ticks for first_ticks, last_ticks in seen.values())
             rss = [s[1][group][1][0] for s in self.samples if group in s[1]]
             pss = [s[1][group][1][1] for s in self.samples if group in s[1]]
             out[group] = {
