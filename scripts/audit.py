@@ -100,7 +100,7 @@ def audit(urls, grace):
                            "interval '60 seconds'")[0][0]
         if stuck != "0":
             bad.append(f"{service}: {stuck} outbox rows older than 60 s")
-    report(5, "duplicates and replays have no effect (inbox on every consumer, outbox "
+    report(5, "duplicates and replays have no effect (inbox or versioned snapshots, outbox "
               "draining)", bad)
 
     bad = [f"order {o}: shipment {s}" for o, s in q["dispatch"](

@@ -195,7 +195,9 @@ static enum attempt_result consumer_attempt(struct consumer *consumer,
 
     if (db_begin(consumer->conn) != 0)
         return ATTEMPT_TRANSIENT;
-    claimed = inbox_claim(consumer->conn, cmsg->env->id, cmsg->topic, msg, "handled");
+    claimed = consumer->cfg.handler_idempotent
+                  ? 1
+                  : inbox_claim(consumer->conn, cmsg->env->id, cmsg->topic, msg, "handled");
     if (claimed < 0)
         goto rollback_transient;
     if (claimed == 0) {
@@ -365,7 +367,9 @@ static int consumer_attempt_batch(struct consumer *consumer, rd_kafka_message_t 
             key[msg->key_len] = '\0';
         }
         kafka_header(msg, "traceparent", traceparent, sizeof(traceparent));
-        claimed = inbox_claim(consumer->conn, envs[i].id, cmsg.topic, msg, "handled");
+        claimed = consumer->cfg.handler_idempotent
+                      ? 1
+                      : inbox_claim(consumer->conn, envs[i].id, cmsg.topic, msg, "handled");
         if (claimed < 0)
             goto rollback;
         if (claimed == 0) {
@@ -500,6 +504,20 @@ int consumer_is_ready(const struct consumer *consumer)
     ready = assignment->cnt > 0;
     rd_kafka_topic_partition_list_destroy(assignment);
     return ready;
+}
+
+int consumer_partitions(const struct consumer *consumer)
+{
+    rd_kafka_topic_partition_list_t *assignment = NULL;
+    int count;
+
+    if (consumer == NULL || !atomic_load(&((struct consumer *)consumer)->db_ready))
+        return -1;
+    if (rd_kafka_assignment(consumer->rk, &assignment) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return 0;
+    count = assignment->cnt;
+    rd_kafka_topic_partition_list_destroy(assignment);
+    return count;
 }
 
 long long consumer_handled(const struct consumer *consumer)

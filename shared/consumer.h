@@ -77,6 +77,10 @@ struct consumer_config {
      * Others, recognised by their "type" header, change nothing here, so
      * they are acknowledged in order without a transaction or inbox row. */
     const char *const *handled_types;
+    /* Set when applying a message twice changes nothing by construction
+     * (versioned snapshots, monotonic values): the inbox row is then skipped.
+     * Dead letters are still recorded in the inbox. */
+    int handler_idempotent;
 };
 
 struct consumer; /* opaque */
@@ -90,6 +94,10 @@ struct consumer *consumer_start(const struct consumer_config *cfg, char *err, si
 
 /* Returns 1 once the thread has a database connection and a Kafka assignment. */
 int consumer_is_ready(const struct consumer *consumer);
+
+/* Partitions assigned to this consumer now, or -1 while it has no database
+ * connection. */
+int consumer_partitions(const struct consumer *consumer);
 
 /* Messages handled (committed, duplicates included) so far. */
 long long consumer_handled(const struct consumer *consumer);

@@ -19,12 +19,18 @@
 #include "log.h"
 
 #define STATEMENT_CACHE_MAX 64
+#define NOTIFY_MAX          128 /* notifications queued per transaction */
 
 static _Thread_local char last_sqlstate[6];
 
-struct statement_cache {
+/* What hangs off each connection: its prepared statements, and the
+ * notifications its open transaction will send after committing. */
+struct conn_state {
     const char *sql[STATEMENT_CACHE_MAX]; /* index i is prepared as "s<i>" */
     int count;
+    int notify_count;
+    char channels[NOTIFY_MAX][64];
+    char payloads[NOTIFY_MAX][160];
 };
 
 static int db_event(PGEventId id, void *info, void *arg)
@@ -32,16 +38,18 @@ static int db_event(PGEventId id, void *info, void *arg)
     (void)arg;
     if (id == PGEVT_REGISTER) {
         PGEventRegister *event = info;
-        struct statement_cache *cache = calloc(1, sizeof(*cache));
+        struct conn_state *cache = calloc(1, sizeof(*cache));
 
         return cache != NULL && PQsetInstanceData(event->conn, db_event, cache);
     }
     if (id == PGEVT_CONNRESET) {
         /* A reset connection is a new session: nothing is prepared there. */
-        struct statement_cache *cache = PQinstanceData(((PGEventConnReset *)info)->conn, db_event);
+        struct conn_state *cache = PQinstanceData(((PGEventConnReset *)info)->conn, db_event);
 
-        if (cache)
+        if (cache) {
             cache->count = 0;
+            cache->notify_count = 0;
+        }
     } else if (id == PGEVT_CONNDESTROY) {
         free(PQinstanceData(((PGEventConnDestroy *)info)->conn, db_event));
     }
@@ -99,7 +107,7 @@ static void note_failure(PGconn *conn, const char *what, PGresult *res)
 static PGresult *exec_prepared(PGconn *conn, const char *sql, int nparams,
                                const char *const *params)
 {
-    struct statement_cache *cache = PQinstanceData(conn, db_event);
+    struct conn_state *cache = PQinstanceData(conn, db_event);
     char name[16];
     int i;
 
@@ -151,6 +159,86 @@ int db_exec(PGconn *conn, const char *what, const char *sql, int nparams, const 
     return 0;
 }
 
+int db_notify_after_commit(PGconn *conn, const char *channel, const char *payload)
+{
+    struct conn_state *state = conn ? PQinstanceData(conn, db_event) : NULL;
+
+    if (state == NULL)
+        return -1;
+    for (int i = 0; i < state->notify_count; i++) {
+        if (strcmp(state->channels[i], channel) == 0 && strcmp(state->payloads[i], payload) == 0)
+            return 0;
+    }
+    if (state->notify_count == NOTIFY_MAX || strlen(channel) >= sizeof(state->channels[0]) ||
+        strlen(payload) >= sizeof(state->payloads[0]))
+        return -1;
+    snprintf(state->channels[state->notify_count], sizeof(state->channels[0]), "%s", channel);
+    snprintf(state->payloads[state->notify_count], sizeof(state->payloads[0]), "%s", payload);
+    state->notify_count++;
+    return 0;
+}
+
+static void drop_pending_notifications(PGconn *conn)
+{
+    struct conn_state *state = conn ? PQinstanceData(conn, db_event) : NULL;
+
+    if (state)
+        state->notify_count = 0;
+}
+
+/* Appends s to the Postgres array literal out (of len bytes) as a quoted
+ * element; out has room for it (the caller sized it for the worst case). */
+static size_t append_element(char *out, size_t len, const char *s)
+{
+    if (out[len - 1] != '{')
+        out[len++] = ',';
+    out[len++] = '"';
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            out[len++] = '\\';
+        out[len++] = *s;
+    }
+    out[len++] = '"';
+    return len;
+}
+
+/* Sends the notifications queued on conn, in one statement of its own. */
+static void send_pending_notifications(PGconn *conn)
+{
+    struct conn_state *state = PQinstanceData(conn, db_event);
+    size_t clen = 1, plen = 1;
+    char *channels, *payloads;
+
+    if (state == NULL || state->notify_count == 0)
+        return;
+    /* Worst case: every byte escaped, plus quotes and commas. */
+    channels = malloc((size_t)state->notify_count * (2 * sizeof(state->channels[0]) + 3) + 3);
+    payloads = malloc((size_t)state->notify_count * (2 * sizeof(state->payloads[0]) + 3) + 3);
+    if (channels && payloads) {
+        channels[0] = payloads[0] = '{';
+        for (int i = 0; i < state->notify_count; i++) {
+            clen = append_element(channels, clen, state->channels[i]);
+            plen = append_element(payloads, plen, state->payloads[i]);
+        }
+        channels[clen++] = '}';
+        channels[clen] = '\0';
+        payloads[plen++] = '}';
+        payloads[plen] = '\0';
+        const char *params[] = {channels, payloads};
+        /* Notifying assigns a transaction id, so this commit writes WAL; it
+         * need not wait for the flush (a lost notification only delays the
+         * listener), and it holds the notify lock while it commits. A
+         * failure, likewise, only delays the listeners until their poll. */
+        db_exec(conn, "notify",
+                "SELECT set_config('synchronous_commit', 'off', true), pg_notify(c, p) "
+                "FROM unnest($1::text[], $2::text[]) AS n(c, p)",
+                2, params);
+    }
+    free(channels);
+    free(payloads);
+    state->notify_count = 0;
+}
+
 int db_begin(PGconn *conn)
 {
     return db_exec(conn, "begin", "BEGIN", 0, NULL);
@@ -158,11 +246,17 @@ int db_begin(PGconn *conn)
 
 int db_commit(PGconn *conn)
 {
-    return db_exec(conn, "commit", "COMMIT", 0, NULL);
+    if (db_exec(conn, "commit", "COMMIT", 0, NULL) != 0) {
+        drop_pending_notifications(conn);
+        return -1;
+    }
+    send_pending_notifications(conn);
+    return 0;
 }
 
 int db_rollback(PGconn *conn)
 {
+    drop_pending_notifications(conn);
     if (db_is_broken(conn))
         return -1;
     return db_exec(conn, "rollback", "ROLLBACK", 0, NULL);

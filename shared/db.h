@@ -34,6 +34,21 @@ PGresult *db_query(PGconn *conn, const char *what, const char *sql, int nparams,
 int db_exec(PGconn *conn, const char *what, const char *sql, int nparams,
             const char *const *params);
 
+/*
+ * Queues NOTIFY channel, payload to be sent after the next successful
+ * db_commit(conn), as a separate tiny transaction; db_rollback(conn) drops it.
+ *
+ * Why not NOTIFY inside the transaction: PostgreSQL serialises every
+ * committing transaction that notified behind one cluster-wide lock, held
+ * across its WAL flush, which caps commits of all databases together. A
+ * notification lost to a crash between the two commits only delays the
+ * listener until its fallback poll; listeners must not rely on it for
+ * correctness. Duplicates within a transaction are sent once. Returns 0, or
+ * -1 when too many are queued or too long (the listener then relies on its
+ * poll).
+ */
+int db_notify_after_commit(PGconn *conn, const char *channel, const char *payload);
+
 /* BEGIN / COMMIT / ROLLBACK. Return 0 or -1. ROLLBACK on a broken connection
  * is a no-op that returns -1. */
 int db_begin(PGconn *conn);

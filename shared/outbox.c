@@ -76,5 +76,8 @@ int outbox_enqueue(PGconn *conn, const char *topic, const char *key, const struc
                      6, params);
     }
     free(value);
+    /* Wakes the relay (of any replica) right after the commit. */
+    if (rc == 0)
+        db_notify_after_commit(conn, "outbox", "");
     return rc;
 }

@@ -19,14 +19,17 @@
 #include "log.h"
 #include "relay.h"
 
-#define MAX_CONFIG 48
-#define MAX_TOPICS 32
+#define MAX_CONFIG    48
+#define MAX_TOPICS    32
+#define MAX_CONSUMERS 16
 
 struct service {
     const struct service_spec *spec;
     const struct service_settings *settings;
     struct relay *relay;
-    struct consumer *consumer;
+    struct consumer *consumers[MAX_CONSUMERS]; /* members of one group, one thread each */
+    int consumer_count;
+    char instance_ids[MAX_CONSUMERS][160];
     struct admin_http *admin;
 };
 
@@ -77,6 +80,9 @@ void service_configure(const struct service_spec *spec, struct service_settings 
          "prefix of every topic name, to run several systems on one broker"},
         {"MAX_ATTEMPTS", CONFIG_INT, &settings->max_attempts, 0, "5", 1, 1000,
          "handler failures of one message before its dead-letter topic"},
+        {"CONSUMER_THREADS", CONFIG_INT, &settings->consumer_threads, 0, "1", 1, MAX_CONSUMERS,
+         "consumers (group members) in this process, each with its own thread and database "
+         "connection"},
         {"CONSUMER_BATCH_MAX", CONFIG_INT, &settings->consumer_batch, 0, "64", 1,
          CONSUMER_BATCH_MAX, "messages already fetched that share one transaction (1: none)"},
     };
@@ -138,8 +144,21 @@ static int service_ready(void *arg, char *why, size_t whylen)
 {
     struct service *svc = arg;
 
-    if (svc->consumer && !consumer_is_ready(svc->consumer)) {
-        snprintf(why, whylen, "consumer not connected to the database or not yet in its group");
+    int assigned = 0;
+
+    /* Every consumer has its database; between them they have partitions (a
+     * consumer may get none when there are more consumers than partitions). */
+    for (int i = 0; i < svc->consumer_count; i++) {
+        int partitions = consumer_partitions(svc->consumers[i]);
+
+        if (partitions < 0) {
+            snprintf(why, whylen, "consumer not connected to the database");
+            return 0;
+        }
+        assigned += partitions;
+    }
+    if (svc->consumer_count > 0 && assigned == 0) {
+        snprintf(why, whylen, "consumers not yet in their group");
         return 0;
     }
     return 1;
@@ -234,12 +253,24 @@ struct service *service_start(const struct service_spec *spec,
                                                .batch_max = (int)settings->consumer_batch,
                                                .handler = spec->handler,
                                                .handler_arg = spec->handler_arg,
-                                               .handled_types = spec->handled_types};
+                                               .handled_types = spec->handled_types,
+                                               .handler_idempotent = spec->handler_idempotent};
 
-        svc->consumer = consumer_start(&consumer_cfg, err, sizeof(err));
-        if (svc->consumer == NULL) {
-            log_error("msg=\"consumer failed to start\" error=\"%s\"", err);
-            exit(1);
+        /* Several members of the group in one process: the partitions are
+         * shared among them, so handlers of different partitions (and their
+         * database round trips) run in parallel. */
+        for (int i = 0; i < settings->consumer_threads; i++) {
+            if (settings->instance_id[0]) {
+                snprintf(svc->instance_ids[i], sizeof(svc->instance_ids[i]), "%s-%d",
+                         settings->instance_id, i);
+                consumer_cfg.kafka.instance_id = svc->instance_ids[i];
+            }
+            svc->consumers[i] = consumer_start(&consumer_cfg, err, sizeof(err));
+            if (svc->consumers[i] == NULL) {
+                log_error("msg=\"consumer failed to start\" error=\"%s\"", err);
+                exit(1);
+            }
+            svc->consumer_count++;
         }
     }
     log_info("msg=\"service started\" admin_port=%ld group=%s", settings->admin_port,
@@ -259,7 +290,8 @@ void service_stop(struct service *svc)
     if (svc == NULL)
         return;
     log_info("msg=\"service stopping\"");
-    consumer_stop(svc->consumer);
+    for (int i = 0; i < svc->consumer_count; i++)
+        consumer_stop(svc->consumers[i]);
     relay_stop(svc->relay);
     admin_http_stop(svc->admin);
     free(svc);

@@ -30,6 +30,7 @@ struct service_settings {
     long relay_batch;
     long max_attempts;
     long consumer_batch;
+    long consumer_threads;
 };
 
 struct service_spec {
@@ -40,6 +41,7 @@ struct service_spec {
     consumer_handler_fn handler;       /* required when consume_topics is set */
     void *handler_arg;
     const char *const *handled_types; /* types the handler acts on; NULL for all */
+    int handler_idempotent;           /* see consumer_config: no inbox row needed */
     admin_route_fn routes;            /* extra admin routes; may be NULL */
     void *routes_arg;
     const struct config_entry *extra_config; /* the service's own variables */

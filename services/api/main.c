@@ -61,6 +61,8 @@ int main(void)
                                       .produce_topics = produce,
                                       .handler = projections_handle,
                                       .handled_types = projections_handled_types,
+                                      /* snapshots replace only older versions */
+                                      .handler_idempotent = 1,
                                       .extra_config = extra,
                                       .extra_config_count = sizeof(extra) / sizeof(extra[0])};
     struct http_server *http;

@@ -17,6 +17,25 @@
 const char *const projections_handled_types[] = {MSG_ORDER_UPDATED, MSG_PRODUCT_UPDATED,
                                                  MSG_DISPATCH_PROGRESS, NULL};
 
+/* Runs an upsert that RETURNs the changed row's key, and if a row changed,
+ * queues the read-model notification "<prefix><key>" for after the commit.
+ * Returns 0 or -1. */
+static int upsert_and_notify(PGconn *conn, const char *what, const char *prefix, const char *sql,
+                             int nparams, const char *const *params)
+{
+    char key[WAITER_KEY_MAX];
+    PGresult *res = db_query(conn, what, sql, nparams, params);
+
+    if (res == NULL)
+        return -1;
+    if (PQntuples(res) == 1) {
+        snprintf(key, sizeof(key), "%s%s", prefix, PQgetvalue(res, 0, 0));
+        db_notify_after_commit(conn, WAITERS_CHANNEL, key);
+    }
+    PQclear(res);
+    return 0;
+}
+
 static int project_order(PGconn *conn, const cJSON *p)
 {
     long long order_id, product_id, status, version;
@@ -36,19 +55,17 @@ static int project_order(PGconn *conn, const cJSON *p)
     snprintf(version_text, sizeof(version_text), "%lld", version);
     const char *params[] = {order_text, key,    product_text, status_text,
                             payment_id, reason, updated,      version_text};
-    /* Waiting HTTP threads (of any replica) are woken by the notification,
-     * sent only when the row changed. */
-    return db_exec(
-        conn, "project order",
-        "WITH changed AS (INSERT INTO orders (order_id, idempotency_key, product_id, order_status, "
+    /* Waiting HTTP threads (of any replica) are woken by a notification,
+     * sent after the commit and only when the row changed. */
+    return upsert_and_notify(
+        conn, "project order", "order:",
+        "INSERT INTO orders (order_id, idempotency_key, product_id, order_status, "
         "payment_id, reason, last_update_time, version) VALUES ($1::bigint, $2, "
         "$3::int, $4::int, $5, $6, $7::timestamptz, $8::bigint) "
         "ON CONFLICT (order_id) DO UPDATE SET order_status = excluded.order_status, "
         "payment_id = excluded.payment_id, reason = excluded.reason, "
         "last_update_time = excluded.last_update_time, version = excluded.version "
-        "WHERE orders.version < excluded.version RETURNING idempotency_key) "
-        "SELECT pg_notify('" WAITERS_CHANNEL "', 'order:' || idempotency_key) "
-        "FROM changed",
+        "WHERE orders.version < excluded.version RETURNING idempotency_key",
         8, params);
 }
 
@@ -67,17 +84,15 @@ static int project_product(PGconn *conn, const cJSON *p)
     snprintf(inventory_text, sizeof(inventory_text), "%lld", inventory);
     snprintf(version_text, sizeof(version_text), "%lld", version);
     const char *params[] = {id_text, name, description, price, inventory_text, version_text};
-    return db_exec(conn, "project product",
-                   "WITH changed AS (INSERT INTO products (product_id, product, description, "
-                   "price, inventory, "
-                   "version) VALUES ($1::int, $2, $3, $4::numeric, $5::int, $6::bigint) "
-                   "ON CONFLICT (product_id) DO UPDATE SET product = excluded.product, "
-                   "description = excluded.description, price = excluded.price, "
-                   "inventory = excluded.inventory, version = excluded.version "
-                   "WHERE products.version < excluded.version RETURNING product_id) "
-                   "SELECT pg_notify('" WAITERS_CHANNEL "', 'product:' || product_id) "
-                   "FROM changed",
-                   6, params);
+    return upsert_and_notify(conn, "project product", "product:",
+                             "INSERT INTO products (product_id, product, description, "
+                             "price, inventory, "
+                             "version) VALUES ($1::int, $2, $3, $4::numeric, $5::int, $6::bigint) "
+                             "ON CONFLICT (product_id) DO UPDATE SET product = excluded.product, "
+                             "description = excluded.description, price = excluded.price, "
+                             "inventory = excluded.inventory, version = excluded.version "
+                             "WHERE products.version < excluded.version RETURNING product_id",
+                             6, params);
 }
 
 static int project_progress(PGconn *conn, const cJSON *p)

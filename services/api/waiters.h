@@ -1,10 +1,11 @@
 /*
  * waiters.h - lets HTTP threads sleep until the read model changes for their
  * key, instead of polling it. The api's projections send
- * pg_notify('read_model', key) in the transaction that changes a row; one
+ * NOTIFY read_model, key when they change a row; one
  * listener thread per process LISTENs and wakes the waiters registered for
  * that key. Because any replica's consumer may write the row, the signal goes
- * through PostgreSQL, not process memory.
+ * through PostgreSQL, not process memory. (The notification is sent just
+ * after the projection's commit, see db_notify_after_commit.)
  *
  * A waiter always re-checks the row itself, so a lost notification (listener
  * reconnecting) only costs the fallback interval, never a wrong answer.

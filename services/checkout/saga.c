@@ -100,8 +100,8 @@ static int saga_step(PGconn *conn, struct saga *saga, const char *event, const c
                 "UPDATE sagas SET state = $2, updated_at = now() WHERE saga_id = $1", 2,
                 update) != 0)
         return -1;
-    log_info("msg=\"saga transition\" saga_id=%s order_id=%s from=%s to=%s event=%s", saga->saga_id,
-             saga->order_id, saga->state, to, event);
+    log_debug("msg=\"saga transition\" saga_id=%s order_id=%s from=%s to=%s event=%s",
+              saga->saga_id, saga->order_id, saga->state, to, event);
     snprintf(saga->state, sizeof(saga->state), "%s", to);
     return 0;
 }
@@ -289,7 +289,7 @@ static int start_checkout(PGconn *conn, const struct consumer_message *msg)
         order_update(conn, msg, saga.order_id, ORDER_PENDING, NULL, NULL) != 0 ||
         command(conn, msg, &saga, TOPIC_INVENTORY_COMMANDS, MSG_RESERVE_STOCK, payload) != 0)
         return -1;
-    log_info("msg=\"checkout started\" saga_id=%s order_id=%s", key, saga.order_id);
+    log_debug("msg=\"checkout started\" saga_id=%s order_id=%s", key, saga.order_id);
     return CONSUMER_OK;
 }
 

@@ -101,7 +101,7 @@ int shipments_tick(PGconn *conn, void *arg)
             goto fail;
         }
         if (progress == 0)
-            log_info("msg=\"order dispatched\" order_id=%s saga_id=%s", order_id, saga_id);
+            log_debug("msg=\"order dispatched\" order_id=%s saga_id=%s", order_id, saga_id);
     }
     PQclear(res);
     if (rows > 0)

@@ -64,8 +64,8 @@ static int create_payment(PGconn *conn, const struct consumer_message *msg, cons
     }
     snprintf(payment_id, sizeof(payment_id), "%s", PQgetvalue(res, 0, 0));
     PQclear(res);
-    log_info("msg=\"payment session\" order_id=%s payment_id=%s saga_id=%s", order_id, payment_id,
-             msg->env->saga_id);
+    log_debug("msg=\"payment session\" order_id=%s payment_id=%s saga_id=%s", order_id, payment_id,
+              msg->env->saga_id);
     return emit(conn, msg, MSG_PAYMENT_CREATED, order_id, payment_id, NULL);
 }
 
@@ -128,8 +128,8 @@ static int provider_result(PGconn *conn, const struct consumer_message *msg)
         if (set_status(conn, payment_id, paid ? "captured" : "failed", paid ? "paid" : "failed"))
             return -1;
         crashpoint("payment.after_capture");
-        log_info("msg=\"provider result\" payment_id=%s order_id=%s result=%s", payment_id,
-                 order_id, paid ? "paid" : "failed");
+        log_debug("msg=\"provider result\" payment_id=%s order_id=%s result=%s", payment_id,
+                  order_id, paid ? "paid" : "failed");
         return emit(conn, msg, paid ? MSG_PAYMENT_SUCCEEDED : MSG_PAYMENT_FAILED, order_id,
                     payment_id, NULL);
     }
