@@ -43,7 +43,7 @@ TOOLS := $(BUILD)/tests/msgtest $(BUILD)/tests/outbox_bench $(BUILD)/tests/loadg
 
 SERVICES := $(foreach s,$(wildcard services/*/main.c),$(BUILD)/$(patsubst %/main.c,%,$(s)))
 
-.PHONY: all test test-unit test-integration test-browser bench up down format format-check clean
+.PHONY: all test test-unit test-integration test-browser bench bench-load up down format format-check clean
 all: $(SHARED_LIB) $(UNIT_BIN) $(TOOLS) $(SERVICES)
 
 $(BUILD)/obj/%.o: %.c $(wildcard shared/*.h) services/contracts.h | $(BUILD)
@@ -102,6 +102,11 @@ test-browser: all
 
 bench: all
 	BUILD_DIR=$(BUILD) bash tests/bench/run.sh
+
+# The load ladder of BENCHMARKS.md; LADDER_ARGS to change it, e.g.
+# LADDER_ARGS="--rates 50,100 --duration 20".
+bench-load: all
+	BUILD_DIR=$(BUILD) python3 tests/load/ladder.py $(LADDER_ARGS)
 
 up: all
 	bash scripts/up.sh

@@ -12,6 +12,7 @@
 #include "db.h"
 
 #include <libpq-events.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,15 @@
 #define NOTIFY_MAX          128 /* notifications queued per transaction */
 
 static _Thread_local char last_sqlstate[6];
+
+#define LOCAL_LISTENERS_MAX 4
+
+static struct {
+    char channel[64];
+    db_local_listener_fn fn;
+    void *arg;
+} local_listeners[LOCAL_LISTENERS_MAX];
+static pthread_mutex_t local_listeners_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* What hangs off each connection: its prepared statements, and the
  * notifications its open transaction will send after committing. */
@@ -178,6 +188,45 @@ int db_notify_after_commit(PGconn *conn, const char *channel, const char *payloa
     return 0;
 }
 
+void db_set_local_listener(const char *channel, db_local_listener_fn fn, void *arg)
+{
+    int free_slot = -1;
+
+    pthread_mutex_lock(&local_listeners_lock);
+    for (int i = 0; i < LOCAL_LISTENERS_MAX; i++) {
+        if (local_listeners[i].fn && strcmp(local_listeners[i].channel, channel) == 0) {
+            free_slot = i;
+            break;
+        }
+        if (local_listeners[i].fn == NULL && free_slot < 0)
+            free_slot = i;
+    }
+    if (free_slot >= 0) {
+        snprintf(local_listeners[free_slot].channel, sizeof(local_listeners[0].channel), "%s",
+                 channel);
+        local_listeners[free_slot].fn = fn;
+        local_listeners[free_slot].arg = arg;
+    }
+    pthread_mutex_unlock(&local_listeners_lock);
+}
+
+/* Offers a notification to this process's listener for its channel; returns
+ * 1 when that listener took it. */
+static int deliver_locally(const char *channel, const char *payload)
+{
+    int taken = 0;
+
+    pthread_mutex_lock(&local_listeners_lock);
+    for (int i = 0; i < LOCAL_LISTENERS_MAX; i++) {
+        if (local_listeners[i].fn && strcmp(local_listeners[i].channel, channel) == 0) {
+            taken = local_listeners[i].fn(payload, local_listeners[i].arg);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&local_listeners_lock);
+    return taken;
+}
+
 static void drop_pending_notifications(PGconn *conn)
 {
     struct conn_state *state = conn ? PQinstanceData(conn, db_event) : NULL;
@@ -208,8 +257,22 @@ static void send_pending_notifications(PGconn *conn)
     struct conn_state *state = PQinstanceData(conn, db_event);
     size_t clen = 1, plen = 1;
     char *channels, *payloads;
+    int remote = 0;
 
     if (state == NULL || state->notify_count == 0)
+        return;
+    /* Keep only what no listener in this process took. */
+    for (int i = 0; i < state->notify_count; i++) {
+        if (deliver_locally(state->channels[i], state->payloads[i]))
+            continue;
+        if (remote != i) {
+            memcpy(state->channels[remote], state->channels[i], sizeof(state->channels[0]));
+            memcpy(state->payloads[remote], state->payloads[i], sizeof(state->payloads[0]));
+        }
+        remote++;
+    }
+    state->notify_count = remote;
+    if (remote == 0)
         return;
     /* Worst case: every byte escaped, plus quotes and commas. */
     channels = malloc((size_t)state->notify_count * (2 * sizeof(state->channels[0]) + 3) + 3);

@@ -49,6 +49,16 @@ int db_exec(PGconn *conn, const char *what, const char *sql, int nparams,
  */
 int db_notify_after_commit(PGconn *conn, const char *channel, const char *payload);
 
+/*
+ * A listener in this process for channel: after a commit, each queued
+ * notification on channel is first offered to fn, and sent through
+ * PostgreSQL only if fn returns 0 (e.g. the local outbox relay is not the
+ * active one, so another process must hear it). fn runs on the committing
+ * thread and must be quick. fn NULL removes the listener. At most 4 channels.
+ */
+typedef int (*db_local_listener_fn)(const char *payload, void *arg);
+void db_set_local_listener(const char *channel, db_local_listener_fn fn, void *arg);
+
 /* BEGIN / COMMIT / ROLLBACK. Return 0 or -1. ROLLBACK on a broken connection
  * is a no-op that returns -1. */
 int db_begin(PGconn *conn);

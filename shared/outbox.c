@@ -78,6 +78,6 @@ int outbox_enqueue(PGconn *conn, const char *topic, const char *key, const struc
     free(value);
     /* Wakes the relay (of any replica) right after the commit. */
     if (rc == 0)
-        db_notify_after_commit(conn, "outbox", "");
+        db_notify_after_commit(conn, OUTBOX_CHANNEL, "");
     return rc;
 }

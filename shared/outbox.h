@@ -12,6 +12,11 @@
 
 #define OUTBOX_TRACEPARENT_LEN 55 /* "00-" 32 hex "-" 16 hex "-01" */
 
+/* The relay LISTENs here; outbox_enqueue() has it notified after the
+ * writer's commit (through process memory when the active relay is in the
+ * same process, see db_set_local_listener). */
+#define OUTBOX_CHANNEL "outbox"
+
 /*
  * Inserts env, serialised, as a row for topic with key (the partitioning key,
  * normally the saga id). Must run inside a transaction the caller opened on

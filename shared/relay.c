@@ -7,6 +7,7 @@
 #include "relay.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -20,6 +21,7 @@
 #include "db.h"
 #include "log.h"
 #include "metrics.h"
+#include "outbox.h"
 
 #define RELAY_DEFAULT_LOCK_KEY 0x6f7574626f78LL /* "outbox" */
 
@@ -38,7 +40,7 @@ struct relay {
     int *slots;       /* batch_size entries, written by the delivery callback */
     char *delete_ids; /* "{1,2,...}" buffer for the delete */
     size_t delete_cap;
-    struct metric *m_published, *m_failed, *m_active, *m_batch_ms;
+    struct metric *m_published, *m_failed, *m_active, *m_batch_ms, *m_notified;
 };
 
 static void relay_delivered(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
@@ -84,11 +86,16 @@ static void relay_wait(struct relay *relay, long timeout_ms)
 static void relay_drain_notifies(struct relay *relay)
 {
     PGnotify *notify;
+    char buf[64];
 
+    while (read(relay->wake_pipe[0], buf, sizeof(buf)) > 0)
+        ;
     if (PQconsumeInput(relay->conn) == 0)
         return;
-    while ((notify = PQnotifies(relay->conn)) != NULL)
+    while ((notify = PQnotifies(relay->conn)) != NULL) {
+        metrics_inc(relay->m_notified);
         PQfreemem(notify);
+    }
 }
 
 static void relay_disconnect(struct relay *relay)
@@ -114,7 +121,7 @@ static int relay_connect(struct relay *relay)
     /* Losing a delete of published rows in a server crash only publishes
      * them again, which consumers absorb; so the relay's own commits need not
      * wait for the WAL flush. Business transactions keep synchronous commit. */
-    if (db_exec(relay->conn, "listen", "LISTEN outbox", 0, NULL) != 0 ||
+    if (db_exec(relay->conn, "listen", "LISTEN " OUTBOX_CHANNEL, 0, NULL) != 0 ||
         db_exec(relay->conn, "relay session", "SET synchronous_commit = off", 0, NULL) != 0) {
         relay_disconnect(relay);
         return -1;
@@ -305,6 +312,23 @@ static void *relay_main(void *arg)
     return NULL;
 }
 
+/* Local listener for "outbox": a writer in this process committed. Wakes
+ * this relay if it is the active one; otherwise the notification must go
+ * through PostgreSQL to whichever process holds the relay lock. */
+static int relay_local_wake(const char *payload, void *arg)
+{
+    struct relay *relay = arg;
+
+    (void)payload;
+    if (!atomic_load(&relay->active))
+        return 0;
+    metrics_inc(relay->m_notified);
+    /* A full pipe already holds a wake-up: nothing to add. */
+    if (write(relay->wake_pipe[1], "w", 1) < 0 && errno != EAGAIN)
+        return 0;
+    return 1;
+}
+
 struct relay *relay_start(const struct relay_config *cfg, char *err, size_t errlen)
 {
     struct relay *relay = calloc(1, sizeof(*relay));
@@ -330,9 +354,13 @@ struct relay *relay_start(const struct relay_config *cfg, char *err, size_t errl
         snprintf(err, errlen, "out of memory or file descriptors");
         goto fail;
     }
+    fcntl(relay->wake_pipe[0], F_SETFL, O_NONBLOCK);
+    fcntl(relay->wake_pipe[1], F_SETFL, O_NONBLOCK);
     relay->producer = kafka_producer_new(&relay->cfg.kafka, relay_delivered, err, errlen);
     if (relay->producer == NULL)
         goto fail;
+    relay->m_notified = metrics_counter("outbox_notifications_total", NULL,
+                                        "Wake-up notifications received from outbox writers");
     relay->m_published = metrics_counter("outbox_published_total", NULL,
                                          "Outbox rows published and acknowledged by the broker");
     relay->m_failed = metrics_counter("outbox_publish_failures_total", NULL,
@@ -345,6 +373,7 @@ struct relay *relay_start(const struct relay_config *cfg, char *err, size_t errl
         snprintf(err, errlen, "cannot start the relay thread");
         goto fail;
     }
+    db_set_local_listener(OUTBOX_CHANNEL, relay_local_wake, relay);
     return relay;
 fail:
     if (relay->producer)
@@ -373,6 +402,7 @@ void relay_stop(struct relay *relay)
 {
     if (relay == NULL)
         return;
+    db_set_local_listener(OUTBOX_CHANNEL, NULL, NULL);
     atomic_store(&relay->stop, 1);
     if (write(relay->wake_pipe[1], "x", 1) < 0)
         log_warn("msg=\"cannot wake the relay\" errno=%d", errno);

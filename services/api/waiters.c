@@ -16,6 +16,7 @@
 #include "backoff.h"
 #include "db.h"
 #include "log.h"
+#include "metrics.h"
 
 struct waiters {
     char *db_url;
@@ -24,6 +25,7 @@ struct waiters {
     pthread_t thread;
     atomic_int stop;
     atomic_llong notifications;
+    struct metric *m_notifications;
 };
 
 /* Wakes the waiters for key, or all of them when key is NULL. */
@@ -88,6 +90,7 @@ static void *listener_main(void *arg)
         }
         while ((notify = PQnotifies(conn)) != NULL) {
             atomic_fetch_add(&waiters->notifications, 1);
+            metrics_inc(waiters->m_notifications);
             wake(waiters, notify->extra);
             PQfreemem(notify);
         }
@@ -105,6 +108,9 @@ struct waiters *waiters_start(const char *db_url)
         return NULL;
     }
     pthread_mutex_init(&waiters->lock, NULL);
+    waiters->m_notifications =
+        metrics_counter("read_model_notifications_total", NULL,
+                        "Read-model change notifications received (they wake waiting requests)");
     if (pthread_create(&waiters->thread, NULL, listener_main, waiters) != 0) {
         free(waiters->db_url);
         free(waiters);

@@ -88,18 +88,16 @@ static int saga_step(PGconn *conn, struct saga *saga, const char *event, const c
     const char *params[] = {saga->saga_id, event, saga->state, to, attempt, message_id, detail};
 
     snprintf(attempt, sizeof(attempt), "%d", saga->compensation_attempts + 1);
+    /* One round trip: the state change (if any) and the history row. */
     if (db_exec(conn, "saga step",
+                "WITH changed AS (UPDATE sagas SET state = $4, updated_at = now() "
+                "WHERE saga_id = $1 AND state <> $4) "
                 "INSERT INTO saga_steps (saga_id, event, state_from, state_to, attempt, "
                 "message_id, detail) VALUES ($1, $2, $3, $4, $5::int, $6, $7)",
                 7, params) != 0)
         return -1;
     if (strcmp(to, saga->state) == 0)
         return 0;
-    const char *update[] = {saga->saga_id, to};
-    if (db_exec(conn, "saga state",
-                "UPDATE sagas SET state = $2, updated_at = now() WHERE saga_id = $1", 2,
-                update) != 0)
-        return -1;
     log_debug("msg=\"saga transition\" saga_id=%s order_id=%s from=%s to=%s event=%s",
               saga->saga_id, saga->order_id, saga->state, to, event);
     snprintf(saga->state, sizeof(saga->state), "%s", to);

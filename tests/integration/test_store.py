@@ -189,3 +189,22 @@ def test_bad_input_gets_a_clear_4xx_and_changes_nothing(store):
     assert status == 413, body
     store.wait_quiet()
     assert count_rows(store) == before
+
+
+def metric(store, service, name):
+    status, text = http(f"http://127.0.0.1:{store.admin_ports[service]}", "GET", "/metrics")
+    assert status == 200, text
+    values = [float(line.split()[1]) for line in text.splitlines() if line.startswith(name + " ")]
+    return values[0] if values else 0.0
+
+
+def test_writers_wake_the_relay_and_waiting_requests_by_notification(store):
+    # Waits must not depend on the fallback polls: the notification sent after
+    # each outbox writer's commit wakes its relay, and the one sent after each
+    # read-model change wakes the waiting request.
+    before = {s: metric(store, s, "outbox_notifications_total") for s in ("api", "checkout")}
+    model_before = metric(store, "api", "read_model_notifications_total")
+    buy(store)
+    for service, count in before.items():
+        assert metric(store, service, "outbox_notifications_total") > count, service
+    assert metric(store, "api", "read_model_notifications_total") > model_before

@@ -7,7 +7,7 @@ service, the broker and PostgreSQL. Prints a table (text and Markdown) and
 writes every figure as JSON.
 
     python3 tests/load/ladder.py [--rates 50,100,250,500] [--duration 60]
-        [--warmup 5] [--all] [--json FILE] [--no-up]
+        [--warmup 5] [--all] [--closed N] [--json FILE] [--no-up]
 
 It stops climbing at the first rate the system cannot sustain (completed
 purchases below 95% of the rate, or any error) unless --all is given.
@@ -47,11 +47,12 @@ def run_loadgen(args_list, json_path):
         return json.load(f)
 
 
-def one_rate(rate, duration):
+def one_run(mode_args, duration):
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         sampler = Sampler(1.0).start()
-        result = run_loadgen(["--rate", str(rate), "--duration", str(duration)], out.name)
+        result = run_loadgen([*mode_args, "--duration", str(duration)], out.name)
         result["resources"] = sampler.stop()
+    result["duration"] = duration
     return result
 
 
@@ -70,7 +71,7 @@ def row(result):
     services_cpu = sum(cpu.get(s, 0) for s in SERVICES)
     rss = max(res.get(s, {}).get("rss_mb_max", 0) for s in SERVICES)
     return [
-        f"{result['target']:g}",
+        str(result["target"]) if isinstance(result["target"], str) else f"{result['target']:g}",
         f"{result['completed'] / result['seconds']:.1f}",
         str(sum(s["errors"] for s in series.values())),
         f"{series['checkout']['p50']:.1f} / {series['checkout']['p99']:.1f}",
@@ -95,6 +96,8 @@ def main():
     parser.add_argument("--duration", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--all", action="store_true")
+    parser.add_argument("--closed", type=int, default=0,
+                        help="then a closed-loop run at this concurrency")
     parser.add_argument("--no-up", action="store_true")
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -106,14 +109,20 @@ def main():
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             run_loadgen(["--rate", "20", "--duration", str(args.warmup)], out.name)
     results = []
-    for rate in [float(r) for r in args.rates.split(",")]:
-        result = one_rate(rate, args.duration)
-        result["duration"] = args.duration
+    for rate in [float(r) for r in args.rates.split(",") if r]:
+        result = one_run(["--rate", f"{rate:g}"], args.duration)
         results.append(result)
         print("  ".join(row(result)), flush=True)
         if not sustained(result, rate) and not args.all:
             print(f"rate {rate:g}/s not sustained; stopping", flush=True)
             break
+    if args.closed:
+        # Closed loop: what the system completes when never offered more than
+        # it can take (its saturation throughput).
+        result = one_run(["--concurrency", str(args.closed)], args.duration)
+        result["target"] = f"closed x{args.closed}"
+        results.append(result)
+        print("  ".join(row(result)), flush=True)
     print()
     print("| " + " | ".join(HEADER) + " |")
     print("|" + "---|" * len(HEADER))
@@ -127,7 +136,7 @@ def main():
             f"{k} {v['cpu_pct']:.0f}% "
             f"{v['pss_mb_max' if k in ('postgres', 'kafka') else 'rss_mb_max']:.0f} MB"
             for k, v in result["resources"].items())
-        print(f"  {result['target']:g}/s: {figures}")
+        print(f"  {result['target']}/s: {figures}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
