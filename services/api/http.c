@@ -38,6 +38,8 @@ static enum MHD_Result respond(struct MHD_Connection *connection, int status,
         return MHD_NO;
     MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     MHD_add_response_header(response, "Cache-Control", "no-store");
+    if (status == 503)
+        MHD_add_response_header(response, "Retry-After", "1");
     if (allow)
         MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, allow);
     ret = MHD_queue_response(connection, (unsigned int)status, response);

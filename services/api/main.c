@@ -53,6 +53,8 @@ int main(void)
          "while waiting, re-check the read model this often even without a notification"},
         {"API_RESTOCK_LEVEL", CONFIG_INT, &store.restock_level, 0, "100", 1, 1000000,
          "POST /restock sets the inventory to this (the DBOS store: 100)"},
+        {"API_MAX_PENDING", CONFIG_INT, &store.max_pending, 0, "64", 1, 100000,
+         "checkout, webhook and restock calls waiting at once; more get 503 + Retry-After"},
         {"API_DB_POOL", CONFIG_INT, &pool_size, 0, "32", 1, 500, "database connections"},
     };
     const struct service_spec spec = {.name = "api",

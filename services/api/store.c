@@ -115,6 +115,29 @@ static double now_ms(void)
     return (double)now.tv_sec * 1000.0 + (double)now.tv_nsec / 1e6;
 }
 
+/*
+ * Admission control: at most max_pending checkout, webhook and restock calls
+ * wait for their answers at once. Beyond that the pipeline is saturated, and
+ * accepting more would only lengthen every queue until calls time out (and
+ * timed-out checkouts still cost their whole saga); a quick 503 with
+ * Retry-After lets clients come back instead. Returns 1 when admitted (call
+ * leave() when done), else 0 with the reply written.
+ */
+static int enter(struct store *store, struct store_reply *reply)
+{
+    if (atomic_fetch_add(&store->pending, 1) >= store->max_pending) {
+        atomic_fetch_sub(&store->pending, 1);
+        reply_text(reply, 503, "Too many purchases in progress; retry in a moment\n");
+        return 0;
+    }
+    return 1;
+}
+
+static void leave(struct store *store)
+{
+    atomic_fetch_sub(&store->pending, 1);
+}
+
 /* Writes one command to the outbox in its own transaction, after an optional
  * guard statement (which must affect a row for the command to be sent).
  * Returns 1 if sent, 0 if the guard said no, -1 on failure. */
@@ -273,7 +296,7 @@ static int restocked(const struct store *store, const char *value)
     return value && atol(value) >= store->restock_level;
 }
 
-void store_restock(struct store *store, struct store_reply *reply)
+static void restock_admitted(struct store *store, struct store_reply *reply)
 {
     cJSON *payload = cJSON_CreateObject();
     char product_id[] = "1";
@@ -305,7 +328,7 @@ static int checkout_decided(const struct store *store, const char *value)
     return value && (value[0] != '|' || strncmp(value, "|-1|", 4) == 0);
 }
 
-void store_checkout(struct store *store, const char *key, struct store_reply *reply)
+static void checkout_admitted(struct store *store, const char *key, struct store_reply *reply)
 {
     char wait_key[WAITER_KEY_MAX];
     cJSON *payload;
@@ -357,8 +380,8 @@ static int order_decided(const struct store *store, const char *value)
     return value && strncmp(value, "0|", 2) != 0;
 }
 
-void store_webhook(struct store *store, const char *payment_id, const char *status,
-                   struct store_reply *reply)
+static void webhook_admitted(struct store *store, const char *payment_id, const char *status,
+                             struct store_reply *reply)
 {
     const char *params[] = {payment_id};
     char wait_key[WAITER_KEY_MAX];
@@ -405,4 +428,29 @@ void store_webhook(struct store *store, const char *payment_id, const char *stat
         reply_text(reply, 504, "Payment recorded; order not decided yet\n");
     }
     free(value);
+}
+
+void store_restock(struct store *store, struct store_reply *reply)
+{
+    if (!enter(store, reply))
+        return;
+    restock_admitted(store, reply);
+    leave(store);
+}
+
+void store_checkout(struct store *store, const char *key, struct store_reply *reply)
+{
+    if (!enter(store, reply))
+        return;
+    checkout_admitted(store, key, reply);
+    leave(store);
+}
+
+void store_webhook(struct store *store, const char *payment_id, const char *status,
+                   struct store_reply *reply)
+{
+    if (!enter(store, reply))
+        return;
+    webhook_admitted(store, payment_id, status, reply);
+    leave(store);
 }

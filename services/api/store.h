@@ -7,6 +7,7 @@
 #ifndef API_STORE_H
 #define API_STORE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "db_pool.h"
@@ -17,6 +18,8 @@ struct store {
     long wait_ms;       /* deadline of checkout, webhook and restock waits */
     long recheck_ms;    /* fallback re-check interval while waiting */
     long restock_level; /* POST /restock sets the inventory to this */
+    long max_pending;   /* commands waiting for their answer at once, at most */
+    atomic_long pending;
     struct waiters *waiters;
 };
 
