@@ -71,28 +71,33 @@ static int project_order(PGconn *conn, const cJSON *p)
 
 static int project_product(PGconn *conn, const cJSON *p)
 {
-    long long product_id, inventory, version;
+    long long product_id, inventory, version, restocked = 0;
     const char *name = payload_str(p, "product");
     const char *description = payload_str(p, "description");
     const char *price = payload_str(p, "price");
-    char id_text[16], inventory_text[16], version_text[32];
+    char id_text[16], inventory_text[16], version_text[32], restocked_text[32];
 
     if (payload_int(p, "product_id", &product_id) || payload_int(p, "inventory", &inventory) ||
         payload_int(p, "version", &version) || !name || !description || !price)
         return CONSUMER_FAIL;
     snprintf(id_text, sizeof(id_text), "%lld", product_id);
     snprintf(inventory_text, sizeof(inventory_text), "%lld", inventory);
+    /* Absent from snapshots written before it existed. */
+    payload_int(p, "restocked", &restocked);
     snprintf(version_text, sizeof(version_text), "%lld", version);
-    const char *params[] = {id_text, name, description, price, inventory_text, version_text};
+    snprintf(restocked_text, sizeof(restocked_text), "%lld", restocked);
+    const char *params[] = {id_text,        name,         description,   price,
+                            inventory_text, version_text, restocked_text};
     return upsert_and_notify(conn, "project product", "product:",
                              "INSERT INTO products (product_id, product, description, "
-                             "price, inventory, "
-                             "version) VALUES ($1::int, $2, $3, $4::numeric, $5::int, $6::bigint) "
+                             "price, inventory, version, restocked) VALUES ($1::int, $2, $3, "
+                             "$4::numeric, $5::int, $6::bigint, $7::bigint) "
                              "ON CONFLICT (product_id) DO UPDATE SET product = excluded.product, "
                              "description = excluded.description, price = excluded.price, "
-                             "inventory = excluded.inventory, version = excluded.version "
+                             "inventory = excluded.inventory, version = excluded.version, "
+                             "restocked = excluded.restocked "
                              "WHERE products.version < excluded.version RETURNING product_id",
-                             6, params);
+                             7, params);
 }
 
 static int project_progress(PGconn *conn, const cJSON *p)

@@ -248,16 +248,16 @@ void store_order(struct store *store, const char *id_text, struct store_reply *r
 }
 
 /*
- * Checks sql (one parameter) until check(store, value) says done or the deadline
+ * Checks sql (with its parameters) until check(store, value) says done or the deadline
  * passes, sleeping between checks until the read model announces a change to
  * wait_key (or the fallback interval passes). Returns the final value
  * (malloc'd, may be NULL) and sets *outcome to 1 (done), 0 (deadline) or -1
  * (database failure throughout).
  */
-static char *wait_for(struct store *store, const char *wait_key, const char *sql, const char *param,
+static char *wait_for(struct store *store, const char *wait_key, const char *sql, int nparams,
+                      const char *const *params,
                       int (*check)(const struct store *store, const char *value), int *outcome)
 {
-    const char *params[] = {param};
     double deadline = now_ms() + (double)store->wait_ms;
     int failures_only = 1;
     char *value = NULL;
@@ -267,7 +267,7 @@ static char *wait_for(struct store *store, const char *wait_key, const char *sql
      * check cannot go unnoticed. */
     waiter_register(store->waiters, &waiter, wait_key);
     for (;;) {
-        int rc = query_value(store, "wait", sql, 1, params, &value);
+        int rc = query_value(store, "wait", sql, nparams, params, &value);
         double left;
 
         if (rc >= 0)
@@ -291,28 +291,44 @@ static char *wait_for(struct store *store, const char *wait_key, const char *sql
     return value;
 }
 
-static int restocked(const struct store *store, const char *value)
+static int found(const struct store *store, const char *value)
 {
-    return value && atol(value) >= store->restock_level;
+    (void)store;
+    return value != NULL;
 }
 
 static void restock_admitted(struct store *store, struct store_reply *reply)
 {
-    cJSON *payload = cJSON_CreateObject();
-    char product_id[] = "1";
-    int outcome;
-    char *value;
+    cJSON *payload;
+    char level[24], *before = NULL, *value;
+    int outcome, rc;
 
+    /* The restock is confirmed when the read model shows more stock ever
+     * restocked than now, or the level already reached (a restock to a level
+     * already there changes nothing). Concurrent purchases may take the level
+     * down again before anyone looks, so the level alone cannot confirm it. */
+    rc = query_value(store, "restocked before",
+                     "SELECT restocked::text FROM products WHERE product_id = 1", 0, NULL, &before);
+    if (rc < 0) {
+        reply_text(reply, 503, "Database unavailable, restock not sent\n");
+        return;
+    }
+    payload = cJSON_CreateObject();
     cJSON_AddNumberToObject(payload, "product_id", WIDGET_PRODUCT_ID);
     cJSON_AddNumberToObject(payload, "inventory", (double)store->restock_level);
     if (send_command(store, NULL, NULL, TOPIC_INVENTORY_COMMANDS, "product-1", MSG_RESTOCK,
                      payload) < 0) {
+        free(before);
         reply_text(reply, 503, "Database unavailable, restock not sent\n");
         return;
     }
-    value =
-        wait_for(store, "product:1", "SELECT inventory FROM products WHERE product_id = $1::int",
-                 product_id, restocked, &outcome);
+    snprintf(level, sizeof(level), "%ld", store->restock_level);
+    const char *params[] = {before ? before : "-1", level};
+    value = wait_for(store, "product:1",
+                     "SELECT 1 FROM products WHERE product_id = 1 "
+                     "AND (restocked > $1::bigint OR inventory >= $2::int)",
+                     2, params, found, &outcome);
+    free(before);
     free(value);
     if (outcome == 1)
         reply_json(reply, "{\"message\":\"Restocked successfully\"}");
@@ -358,7 +374,7 @@ static void checkout_admitted(struct store *store, const char *key, struct store
     value = wait_for(store, wait_key,
                      "SELECT coalesce(payment_id, '') || '|' || order_status || '|' || "
                      "coalesce(reason, '') FROM orders WHERE idempotency_key = $1",
-                     key, checkout_decided, &outcome);
+                     1, &key, checkout_decided, &outcome);
     if (outcome == 1 && value[0] != '|') {
         *strchr(value, '|') = '\0';
         reply_text(reply, 200, value);
@@ -420,8 +436,8 @@ static void webhook_admitted(struct store *store, const char *payment_id, const 
     snprintf(wait_key, sizeof(wait_key), "order:%s", key);
     free(key);
     value = wait_for(store, wait_key,
-                     "SELECT order_status || '|' || order_id FROM orders WHERE payment_id = $1",
-                     payment_id, order_decided, &outcome);
+                     "SELECT order_status || '|' || order_id FROM orders WHERE payment_id = $1", 1,
+                     &payment_id, order_decided, &outcome);
     if (outcome == 1) {
         reply_text(reply, 200, strchr(value, '|') + 1);
     } else {

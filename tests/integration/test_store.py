@@ -208,3 +208,18 @@ def test_writers_wake_the_relay_and_waiting_requests_by_notification(store):
     for service, count in before.items():
         assert metric(store, service, "outbox_notifications_total") > count, service
     assert metric(store, "api", "read_model_notifications_total") > model_before
+
+
+def test_restock_is_confirmed_while_purchases_take_stock(store):
+    # The restock answers once its command is applied, even if concurrent
+    # purchases have already taken the level below what it set (the read
+    # model may never show the level itself).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=9) as pool:
+        buys = [pool.submit(store.checkout, new_key()) for _ in range(8)]
+        restock = pool.submit(http, store.base, "POST", "/restock")
+        buys += [pool.submit(store.checkout, new_key()) for _ in range(8)]
+        status, body = restock.result()
+        assert status == 200, body
+        assert json.loads(body) == {"message": "Restocked successfully"}
+        for buy in buys:
+            assert buy.result()[0] in (200, 409)
