@@ -67,3 +67,17 @@ void backoff_sleep_ms(long ms)
     while (nanosleep(&req, &req) != 0 && errno == EINTR)
         ;
 }
+
+struct timespec backoff_deadline(clockid_t clock, long ms)
+{
+    struct timespec at;
+
+    clock_gettime(clock, &at);
+    at.tv_sec += ms / 1000;
+    at.tv_nsec += (ms % 1000) * 1000000L;
+    if (at.tv_nsec >= 1000000000L) {
+        at.tv_sec++;
+        at.tv_nsec -= 1000000000L;
+    }
+    return at;
+}

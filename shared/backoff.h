@@ -1,5 +1,6 @@
 /*
- * backoff.h - exponential backoff with jitter for retrying transient failures.
+ * backoff.h - exponential backoff with jitter for retrying transient failures,
+ * and the sleeps and deadlines that go with it.
  *
  * The delay before attempt n (n = 1 for the first retry) is drawn uniformly
  * from [cap_n / 2, cap_n], where cap_n = min(max_ms, base_ms * 2^(n-1)).
@@ -10,6 +11,7 @@
 #define SHARED_BACKOFF_H
 
 #include <stdint.h>
+#include <time.h>
 
 struct backoff {
     long base_ms;
@@ -33,5 +35,8 @@ long backoff_cap(long base_ms, long max_ms, unsigned attempt);
 
 /* Sleeps for ms milliseconds (restarting after signals). */
 void backoff_sleep_ms(long ms);
+
+/* The time ms milliseconds from now on clock, for pthread_cond_timedwait. */
+struct timespec backoff_deadline(clockid_t clock, long ms);
 
 #endif

@@ -63,6 +63,28 @@ static int consumer_wants(const struct consumer *consumer, const rd_kafka_messag
     return 0;
 }
 
+/* The handler's view of msg: key and traceparent are copied into the
+ * caller's buffers (ENVELOPE_KEY_MAX and 64 bytes), "" when absent. */
+static struct consumer_message message_view(const struct consumer *consumer,
+                                            const rd_kafka_message_t *msg,
+                                            const struct envelope *env, char *key,
+                                            char *traceparent)
+{
+    key[0] = '\0';
+    if (msg->key && msg->key_len < ENVELOPE_KEY_MAX) {
+        memcpy(key, msg->key, msg->key_len);
+        key[msg->key_len] = '\0';
+    }
+    traceparent[0] = '\0';
+    kafka_header(msg, "traceparent", traceparent, 64);
+    return (struct consumer_message){.env = env,
+                                     .topic = logical_topic(consumer, msg),
+                                     .partition = msg->partition,
+                                     .offset = msg->offset,
+                                     .key = key,
+                                     .traceparent = traceparent};
+}
+
 static int consumer_ensure_db(struct consumer *consumer)
 {
     char err[512];
@@ -103,6 +125,16 @@ static int inbox_claim(PGconn *conn, const char *message_id, const char *topic,
     inserted = strcmp(PQcmdTuples(res), "1") == 0;
     PQclear(res);
     return inserted;
+}
+
+/* inbox_claim for a handled message, or 1 at once when the handler is
+ * idempotent by itself and keeps no inbox row. */
+static int claim_for_handler(const struct consumer *consumer, const struct consumer_message *cmsg,
+                             const rd_kafka_message_t *msg)
+{
+    if (consumer->cfg.handler_idempotent)
+        return 1;
+    return inbox_claim(consumer->conn, cmsg->env->id, cmsg->topic, msg, "handled");
 }
 
 /* Copies at most DLQ_ORIGINAL_MAX bytes of the value, replacing bytes that
@@ -195,9 +227,7 @@ static enum attempt_result consumer_attempt(struct consumer *consumer,
 
     if (db_begin(consumer->conn) != 0)
         return ATTEMPT_TRANSIENT;
-    claimed = consumer->cfg.handler_idempotent
-                  ? 1
-                  : inbox_claim(consumer->conn, cmsg->env->id, cmsg->topic, msg, "handled");
+    claimed = claim_for_handler(consumer, cmsg, msg);
     if (claimed < 0)
         goto rollback_transient;
     if (claimed == 0) {
@@ -234,7 +264,7 @@ rollback_transient:
 static int consumer_process(struct consumer *consumer, const rd_kafka_message_t *msg)
 {
     struct envelope env;
-    char decode_err[256], err[512], key[ENVELOPE_KEY_MAX] = "", traceparent[64] = "";
+    char decode_err[256], err[512], key[ENVELOPE_KEY_MAX], traceparent[64];
     char inbox_id[320], last_error[512] = "";
     struct consumer_message cmsg;
     int decoded, failures = 0;
@@ -244,19 +274,9 @@ static int consumer_process(struct consumer *consumer, const rd_kafka_message_t 
         return 1;
     }
     decoded = envelope_decode(msg->payload, msg->len, &env, decode_err, sizeof(decode_err)) == 0;
-    if (msg->key && msg->key_len < sizeof(key)) {
-        memcpy(key, msg->key, msg->key_len);
-        key[msg->key_len] = '\0';
-    }
-    kafka_header(msg, "traceparent", traceparent, sizeof(traceparent));
     snprintf(inbox_id, sizeof(inbox_id), "%s/%d/%lld", logical_topic(consumer, msg),
              (int)msg->partition, (long long)msg->offset);
-    cmsg = (struct consumer_message){.env = &env,
-                                     .topic = logical_topic(consumer, msg),
-                                     .partition = msg->partition,
-                                     .offset = msg->offset,
-                                     .key = key,
-                                     .traceparent = traceparent};
+    cmsg = message_view(consumer, msg, &env, key, traceparent);
     backoff_reset(&consumer->retry);
     while (!atomic_load(&consumer->stop)) {
         enum attempt_result result;
@@ -350,26 +370,14 @@ static int consumer_attempt_batch(struct consumer *consumer, rd_kafka_message_t 
     if (wanted > 0 && (consumer_ensure_db(consumer) != 0 || db_begin(consumer->conn) != 0))
         goto out;
     for (int i = 0; i < n && wanted > 0; i++) {
-        const rd_kafka_message_t *msg = batch[i];
-        char key[ENVELOPE_KEY_MAX] = "", traceparent[64] = "", err[512] = "";
-        struct consumer_message cmsg = {.env = &envs[i],
-                                        .topic = logical_topic(consumer, msg),
-                                        .partition = msg->partition,
-                                        .offset = msg->offset,
-                                        .key = key,
-                                        .traceparent = traceparent};
+        char key[ENVELOPE_KEY_MAX], traceparent[64], err[512] = "";
+        struct consumer_message cmsg;
         int claimed, rc;
 
         if (outcome[i] == NOT_OURS)
             continue;
-        if (msg->key && msg->key_len < sizeof(key)) {
-            memcpy(key, msg->key, msg->key_len);
-            key[msg->key_len] = '\0';
-        }
-        kafka_header(msg, "traceparent", traceparent, sizeof(traceparent));
-        claimed = consumer->cfg.handler_idempotent
-                      ? 1
-                      : inbox_claim(consumer->conn, envs[i].id, cmsg.topic, msg, "handled");
+        cmsg = message_view(consumer, batch[i], &envs[i], key, traceparent);
+        claimed = claim_for_handler(consumer, &cmsg, batch[i]);
         if (claimed < 0)
             goto rollback;
         if (claimed == 0) {
@@ -492,20 +500,6 @@ struct consumer *consumer_start(const struct consumer_config *cfg, char *err, si
     return consumer;
 }
 
-int consumer_is_ready(const struct consumer *consumer)
-{
-    rd_kafka_topic_partition_list_t *assignment = NULL;
-    int ready;
-
-    if (consumer == NULL || !atomic_load(&((struct consumer *)consumer)->db_ready))
-        return 0;
-    if (rd_kafka_assignment(consumer->rk, &assignment) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        return 0;
-    ready = assignment->cnt > 0;
-    rd_kafka_topic_partition_list_destroy(assignment);
-    return ready;
-}
-
 int consumer_partitions(const struct consumer *consumer)
 {
     rd_kafka_topic_partition_list_t *assignment = NULL;
@@ -518,6 +512,11 @@ int consumer_partitions(const struct consumer *consumer)
     count = assignment->cnt;
     rd_kafka_topic_partition_list_destroy(assignment);
     return count;
+}
+
+int consumer_is_ready(const struct consumer *consumer)
+{
+    return consumer_partitions(consumer) > 0;
 }
 
 long long consumer_handled(const struct consumer *consumer)

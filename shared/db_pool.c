@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backoff.h"
 #include "db.h"
 #include "log.h"
 
@@ -49,13 +50,7 @@ PGconn *db_pool_acquire(struct db_pool *pool, long wait_ms)
     PGconn *conn = NULL;
     char err[512];
 
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += wait_ms / 1000;
-    deadline.tv_nsec += (wait_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    deadline = backoff_deadline(CLOCK_REALTIME, wait_ms);
     pthread_mutex_lock(&pool->lock);
     while (pool->idle_count == 0 && pool->in_use >= pool->size) {
         if (pthread_cond_timedwait(&pool->freed, &pool->lock, &deadline) == ETIMEDOUT) {

@@ -24,7 +24,6 @@ struct waiters {
     struct waiter *head; /* registered waiters, guarded by lock */
     pthread_t thread;
     atomic_int stop;
-    atomic_llong notifications;
     struct metric *m_notifications;
 };
 
@@ -89,7 +88,6 @@ static void *listener_main(void *arg)
             continue;
         }
         while ((notify = PQnotifies(conn)) != NULL) {
-            atomic_fetch_add(&waiters->notifications, 1);
             metrics_inc(waiters->m_notifications);
             wake(waiters, notify->extra);
             PQfreemem(notify);
@@ -151,15 +149,8 @@ void waiter_register(struct waiters *waiters, struct waiter *w, const char *key)
 
 void waiter_wait(struct waiters *waiters, struct waiter *w, long timeout_ms)
 {
-    struct timespec until;
+    struct timespec until = backoff_deadline(CLOCK_MONOTONIC, timeout_ms);
 
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
     pthread_mutex_lock(&waiters->lock);
     while (!w->signalled) {
         if (pthread_cond_timedwait(&w->cond, &waiters->lock, &until) == ETIMEDOUT)
@@ -180,9 +171,4 @@ void waiter_unregister(struct waiters *waiters, struct waiter *w)
         w->next->prev = w->prev;
     pthread_mutex_unlock(&waiters->lock);
     pthread_cond_destroy(&w->cond);
-}
-
-long long waiters_notifications(const struct waiters *waiters)
-{
-    return waiters ? atomic_load(&((struct waiters *)waiters)->notifications) : 0;
 }

@@ -41,7 +41,4 @@ void waiter_wait(struct waiters *waiters, struct waiter *w, long timeout_ms);
 
 void waiter_unregister(struct waiters *waiters, struct waiter *w);
 
-/* Notifications received so far (for metrics and tests). */
-long long waiters_notifications(const struct waiters *waiters);
-
 #endif
