@@ -260,7 +260,8 @@ struct service *service_start(const struct service_spec *spec,
          * shared among them, so handlers of different partitions (and their
          * database round trips) run in parallel. */
         for (int i = 0; i < settings->consumer_threads; i++) {
-            if (settings->instance_id[0]) {
+            /* With one consumer, KAFKA_INSTANCE_ID is used as given. */
+            if (settings->instance_id[0] && settings->consumer_threads > 1) {
                 snprintf(svc->instance_ids[i], sizeof(svc->instance_ids[i]), "%s-%d",
                          settings->instance_id, i);
                 consumer_cfg.kafka.instance_id = svc->instance_ids[i];
