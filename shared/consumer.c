@@ -241,8 +241,14 @@ static enum attempt_result consumer_attempt(struct consumer *consumer,
     rc = consumer->cfg.handler(consumer->conn, cmsg, consumer->cfg.handler_arg, err, errlen);
     if (rc == CONSUMER_OK || rc == CONSUMER_SKIP) {
         crashpoint("consumer.before_commit");
-        if (db_commit(consumer->conn) != 0)
-            return ATTEMPT_TRANSIENT;
+        /* The commit also runs the handler's queued statements (db_exec_later):
+         * one of them failing for good counts as the handler failing. */
+        if (db_commit(consumer->conn) != 0) {
+            if (db_last_failure_transient(consumer->conn))
+                return ATTEMPT_TRANSIENT;
+            snprintf(err, errlen, "commit failed (SQLSTATE %s)", db_last_sqlstate());
+            return ATTEMPT_FAILED;
+        }
         crashpoint("consumer.after_commit");
         metrics_inc(rc == CONSUMER_OK ? consumer->m_consumed : consumer->m_skipped);
         metrics_observe_ms(consumer->m_handle_ms, now_ms() - started);

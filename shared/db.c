@@ -7,6 +7,12 @@
  * cache hangs off the connection (a libpq event procedure), so it lives and
  * dies with it; statements are recognised by the address of their SQL text,
  * which is why callers pass string literals (every caller does).
+ *
+ * Round trips are saved with libpq's pipeline mode: BEGIN is only queued, and
+ * so are statements run with db_exec_later(); they travel with the next
+ * statement whose result is needed, or with the COMMIT, and their results are
+ * read then. A failed queued statement fails that later call (the transaction
+ * is aborted by then, as it would have been had it run at once).
  */
 #define _POSIX_C_SOURCE 200809L
 #include "db.h"
@@ -21,6 +27,7 @@
 
 #define STATEMENT_CACHE_MAX 64
 #define NOTIFY_MAX          128 /* notifications queued per transaction */
+#define PIPELINE_MAX        128 /* statements queued before they are sent anyway */
 
 static _Thread_local char last_sqlstate[6];
 
@@ -33,11 +40,21 @@ static struct {
 } local_listeners[LOCAL_LISTENERS_MAX];
 static pthread_mutex_t local_listeners_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* What hangs off each connection: its prepared statements, and the
- * notifications its open transaction will send after committing. */
+/* One request sent in pipeline mode whose result is still to be read. */
+struct pending {
+    const char *what;
+    int prepares; /* the cache index this request prepares, or -1 */
+};
+
+/* What hangs off each connection: its prepared statements, the requests
+ * queued in its pipeline, and the notifications its open transaction will
+ * send after committing. */
 struct conn_state {
     const char *sql[STATEMENT_CACHE_MAX]; /* index i is prepared as "s<i>" */
     int count;
+    int begin_queued; /* BEGIN asked for, not sent yet */
+    int pending_count;
+    struct pending pending[2 * PIPELINE_MAX + 8]; /* a prepare and an execute each */
     int notify_count;
     char channels[NOTIFY_MAX][64];
     char payloads[NOTIFY_MAX][160];
@@ -58,6 +75,8 @@ static int db_event(PGEventId id, void *info, void *arg)
 
         if (cache) {
             cache->count = 0;
+            cache->begin_queued = 0;
+            cache->pending_count = 0;
             cache->notify_count = 0;
         }
     } else if (id == PGEVT_CONNDESTROY) {
@@ -139,6 +158,134 @@ static PGresult *exec_prepared(PGconn *conn, const char *sql, int nparams,
     return PQexecPrepared(conn, name, nparams, params, NULL, NULL, 0);
 }
 
+static int has_queued(const struct conn_state *state)
+{
+    return state != NULL && (state->begin_queued || state->pending_count > 0);
+}
+
+static void push_pending(struct conn_state *state, const char *what, int prepares)
+{
+    state->pending[state->pending_count].what = what;
+    state->pending[state->pending_count].prepares = prepares;
+    state->pending_count++;
+}
+
+/* Sends one statement into the pipeline (entering pipeline mode, and sending
+ * the queued BEGIN first, when needed). Returns 0, or -1 if it could not be
+ * sent (the connection is then in an unknown state: pipeline_sync() next). */
+static int pipeline_send(PGconn *conn, struct conn_state *state, const char *what, const char *sql,
+                         int nparams, const char *const *params)
+{
+    char name[16];
+    int i = -1;
+
+    if (PQpipelineStatus(conn) == PQ_PIPELINE_OFF && PQenterPipelineMode(conn) != 1)
+        return -1;
+    if (state->begin_queued) {
+        state->begin_queued = 0;
+        if (PQsendQueryParams(conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) != 1)
+            return -1;
+        push_pending(state, "begin", -1);
+    }
+    if (nparams > 0) {
+        for (i = 0; i < state->count && state->sql[i] != sql; i++)
+            ;
+        if (i == STATEMENT_CACHE_MAX)
+            i = -1;
+    }
+    if (i >= 0) {
+        snprintf(name, sizeof(name), "s%d", i);
+        if (i == state->count) {
+            if (PQsendPrepare(conn, name, sql, nparams, NULL) != 1)
+                return -1;
+            state->sql[state->count++] = sql;
+            push_pending(state, what, i);
+        }
+        if (PQsendQueryPrepared(conn, name, nparams, params, NULL, NULL, 0) != 1)
+            return -1;
+    } else if (PQsendQueryParams(conn, sql, nparams, NULL, params, NULL, NULL, 0) != 1) {
+        return -1;
+    }
+    push_pending(state, what, -1);
+    return 0;
+}
+
+/*
+ * Ends the pipeline: sends a Sync, reads the result of every pending request
+ * and leaves pipeline mode. The first failure is logged and recorded (later
+ * requests are then skipped by the server). When last is not NULL and every
+ * request succeeded, *last gets the last request's result (the caller
+ * PQclear()s it). Returns 0 if every request succeeded, else -1.
+ */
+static int pipeline_sync(PGconn *conn, struct conn_state *state, PGresult **last)
+{
+    int count = state->pending_count, failed = 0, logged = 0;
+    PGresult *res;
+
+    state->pending_count = 0;
+    if (last)
+        *last = NULL;
+    if (PQpipelineSync(conn) != 1)
+        failed = 1;
+    for (int k = 0; k < count && !db_is_broken(conn); k++) {
+        ExecStatusType status;
+
+        res = PQgetResult(conn);
+        if (res == NULL) {
+            failed = 1;
+            break;
+        }
+        status = PQresultStatus(res);
+        if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+            /* A statement prepared here (or skipped) may not exist now, nor
+             * any prepared after it in this pipeline. */
+            if (state->pending[k].prepares >= 0 && state->count > state->pending[k].prepares)
+                state->count = state->pending[k].prepares;
+            if (!logged && status != PGRES_PIPELINE_ABORTED) {
+                note_failure(conn, state->pending[k].what, res);
+                logged = 1;
+            }
+            failed = 1;
+        }
+        if (last && k == count - 1 && !failed)
+            *last = res;
+        else
+            PQclear(res);
+        while ((res = PQgetResult(conn)) != NULL) /* each request ends with a NULL */
+            PQclear(res);
+    }
+    if (!db_is_broken(conn)) {
+        res = PQgetResult(conn);
+        if (res == NULL || PQresultStatus(res) != PGRES_PIPELINE_SYNC)
+            failed = 1;
+        PQclear(res);
+    }
+    if (PQexitPipelineMode(conn) != 1)
+        failed = 1;
+    if (failed && !logged)
+        note_failure(conn, count > 0 ? state->pending[count - 1].what : "pipeline", NULL);
+    if (failed && last) {
+        PQclear(*last);
+        *last = NULL;
+    }
+    return failed ? -1 : 0;
+}
+
+/* Sends sql after everything queued and waits for all of it. Returns sql's
+ * result, or NULL if it or anything queued before it failed. */
+static PGresult *pipeline_run(PGconn *conn, struct conn_state *state, const char *what,
+                              const char *sql, int nparams, const char *const *params)
+{
+    PGresult *res;
+
+    if (pipeline_send(conn, state, what, sql, nparams, params) != 0) {
+        pipeline_sync(conn, state, NULL);
+        return NULL;
+    }
+    pipeline_sync(conn, state, &res);
+    return res;
+}
+
 PGresult *db_query(PGconn *conn, const char *what, const char *sql, int nparams,
                    const char *const *params)
 {
@@ -148,6 +295,8 @@ PGresult *db_query(PGconn *conn, const char *what, const char *sql, int nparams,
     last_sqlstate[0] = '\0';
     if (conn == NULL)
         return NULL;
+    if (has_queued(PQinstanceData(conn, db_event)))
+        return pipeline_run(conn, PQinstanceData(conn, db_event), what, sql, nparams, params);
     res = nparams > 0 ? exec_prepared(conn, sql, nparams, params) : NULL;
     if (res == NULL)
         res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
@@ -166,6 +315,24 @@ int db_exec(PGconn *conn, const char *what, const char *sql, int nparams, const 
     if (res == NULL)
         return -1;
     PQclear(res);
+    return 0;
+}
+
+int db_exec_later(PGconn *conn, const char *what, const char *sql, int nparams,
+                  const char *const *params)
+{
+    struct conn_state *state = conn ? PQinstanceData(conn, db_event) : NULL;
+
+    /* Outside a transaction nothing would ever send it: run it now. */
+    if (state == NULL || (!has_queued(state) && PQtransactionStatus(conn) != PQTRANS_INTRANS))
+        return db_exec(conn, what, sql, nparams, params);
+    last_sqlstate[0] = '\0';
+    if (state->pending_count >= 2 * PIPELINE_MAX && pipeline_sync(conn, state, NULL) != 0)
+        return -1;
+    if (pipeline_send(conn, state, what, sql, nparams, params) != 0) {
+        pipeline_sync(conn, state, NULL);
+        return -1;
+    }
     return 0;
 }
 
@@ -304,12 +471,40 @@ static void send_pending_notifications(PGconn *conn)
 
 int db_begin(PGconn *conn)
 {
+    struct conn_state *state = conn ? PQinstanceData(conn, db_event) : NULL;
+
+    /* Sent with the transaction's first statement. */
+    if (state != NULL && !has_queued(state) && PQtransactionStatus(conn) == PQTRANS_IDLE) {
+        state->begin_queued = 1;
+        return 0;
+    }
     return db_exec(conn, "begin", "BEGIN", 0, NULL);
+}
+
+/* Ends a transaction that failed inside a pipeline, which leaves it open and
+ * aborted. */
+static void rollback_if_aborted(PGconn *conn)
+{
+    if (!db_is_broken(conn) && PQtransactionStatus(conn) == PQTRANS_INERROR) {
+        PGresult *res = PQexec(conn, "ROLLBACK");
+
+        PQclear(res);
+    }
 }
 
 int db_commit(PGconn *conn)
 {
-    if (db_exec(conn, "commit", "COMMIT", 0, NULL) != 0) {
+    struct conn_state *state = conn ? PQinstanceData(conn, db_event) : NULL;
+    int rc;
+
+    if (state != NULL && state->begin_queued && state->pending_count == 0) {
+        state->begin_queued = 0; /* nothing was sent: nothing to commit */
+        rc = 0;
+    } else {
+        rc = db_exec(conn, "commit", "COMMIT", 0, NULL); /* with anything queued */
+    }
+    if (rc != 0) {
+        rollback_if_aborted(conn);
         drop_pending_notifications(conn);
         return -1;
     }
@@ -319,10 +514,26 @@ int db_commit(PGconn *conn)
 
 int db_rollback(PGconn *conn)
 {
+    struct conn_state *state = conn ? PQinstanceData(conn, db_event) : NULL;
+
     drop_pending_notifications(conn);
+    if (state != NULL) {
+        state->begin_queued = 0;
+        if (state->pending_count > 0)
+            pipeline_sync(conn, state, NULL); /* their fate no longer matters */
+    }
     if (db_is_broken(conn))
         return -1;
+    if (PQtransactionStatus(conn) == PQTRANS_IDLE)
+        return 0;
     return db_exec(conn, "rollback", "ROLLBACK", 0, NULL);
+}
+
+int db_idle(PGconn *conn)
+{
+    struct conn_state *state = conn ? PQinstanceData(conn, db_event) : NULL;
+
+    return conn != NULL && !has_queued(state) && PQtransactionStatus(conn) == PQTRANS_IDLE;
 }
 
 int db_is_broken(PGconn *conn)

@@ -35,6 +35,18 @@ int db_exec(PGconn *conn, const char *what, const char *sql, int nparams,
             const char *const *params);
 
 /*
+ * Like db_exec for a statement inside a transaction whose result only matters
+ * as success or failure: it is queued and sent with the next statement whose
+ * result is needed, or with the COMMIT, saving a round trip. If it fails,
+ * that later db_query / db_exec / db_commit fails (its SQLSTATE is the one
+ * db_last_sqlstate() reports), so the transaction is rolled back as usual.
+ * Outside a transaction it runs at once. Returns 0, or -1 if it could not be
+ * sent.
+ */
+int db_exec_later(PGconn *conn, const char *what, const char *sql, int nparams,
+                  const char *const *params);
+
+/*
  * Queues NOTIFY channel, payload to be sent after the next successful
  * db_commit(conn), as a separate tiny transaction; db_rollback(conn) drops it.
  *
@@ -59,11 +71,18 @@ int db_notify_after_commit(PGconn *conn, const char *channel, const char *payloa
 typedef int (*db_local_listener_fn)(const char *payload, void *arg);
 void db_set_local_listener(const char *channel, db_local_listener_fn fn, void *arg);
 
-/* BEGIN / COMMIT / ROLLBACK. Return 0 or -1. ROLLBACK on a broken connection
- * is a no-op that returns -1. */
+/*
+ * BEGIN / COMMIT / ROLLBACK. Return 0 or -1. BEGIN is sent with the
+ * transaction's first statement (so a connection failure shows there); a
+ * COMMIT that fails leaves no transaction open. ROLLBACK on a broken
+ * connection is a no-op that returns -1.
+ */
 int db_begin(PGconn *conn);
 int db_commit(PGconn *conn);
 int db_rollback(PGconn *conn);
+
+/* Returns 1 if conn has no transaction open or begun and nothing queued. */
+int db_idle(PGconn *conn);
 
 /*
  * Returns 1 if the last failure seen by db_query/db_exec on this thread was

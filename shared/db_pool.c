@@ -82,7 +82,7 @@ PGconn *db_pool_acquire(struct db_pool *pool, long wait_ms)
 
 void db_pool_release(struct db_pool *pool, PGconn *conn)
 {
-    if (conn != NULL && (db_is_broken(conn) || PQtransactionStatus(conn) != PQTRANS_IDLE)) {
+    if (conn != NULL && (db_is_broken(conn) || !db_idle(conn))) {
         PQfinish(conn);
         conn = NULL;
     }

@@ -70,10 +70,11 @@ int outbox_enqueue(PGconn *conn, const char *topic, const char *key, const struc
     {
         const char *params[] = {topic, key, env->id, env->type, child, value};
 
-        rc = db_exec(conn, "outbox insert",
-                     "INSERT INTO outbox (topic, msg_key, msg_id, msg_type, traceparent, value) "
-                     "VALUES ($1, $2, $3, $4, $5, $6)",
-                     6, params);
+        rc = db_exec_later(
+            conn, "outbox insert",
+            "INSERT INTO outbox (topic, msg_key, msg_id, msg_type, traceparent, value) "
+            "VALUES ($1, $2, $3, $4, $5, $6)",
+            6, params);
     }
     free(value);
     /* Wakes the relay (of any replica) right after the commit. */

@@ -110,12 +110,12 @@ static int project_progress(PGconn *conn, const cJSON *p)
     snprintf(order_text, sizeof(order_text), "%lld", order_id);
     snprintf(remaining_text, sizeof(remaining_text), "%lld", remaining);
     const char *params[] = {order_text, remaining_text};
-    return db_exec(conn, "project progress",
-                   "INSERT INTO order_progress (order_id, progress_remaining) "
-                   "VALUES ($1::bigint, $2::int) ON CONFLICT (order_id) DO UPDATE "
-                   "SET progress_remaining = least(order_progress.progress_remaining, "
-                   "excluded.progress_remaining)",
-                   2, params);
+    return db_exec_later(conn, "project progress",
+                         "INSERT INTO order_progress (order_id, progress_remaining) "
+                         "VALUES ($1::bigint, $2::int) ON CONFLICT (order_id) DO UPDATE "
+                         "SET progress_remaining = least(order_progress.progress_remaining, "
+                         "excluded.progress_remaining)",
+                         2, params);
 }
 
 int projections_handle(PGconn *conn, const struct consumer_message *msg, void *arg, char *err,

@@ -89,12 +89,12 @@ static int saga_step(PGconn *conn, struct saga *saga, const char *event, const c
 
     snprintf(attempt, sizeof(attempt), "%d", saga->compensation_attempts + 1);
     /* One round trip: the state change (if any) and the history row. */
-    if (db_exec(conn, "saga step",
-                "WITH changed AS (UPDATE sagas SET state = $4, updated_at = now() "
-                "WHERE saga_id = $1 AND state <> $4) "
-                "INSERT INTO saga_steps (saga_id, event, state_from, state_to, attempt, "
-                "message_id, detail) VALUES ($1, $2, $3, $4, $5::int, $6, $7)",
-                7, params) != 0)
+    if (db_exec_later(conn, "saga step",
+                      "WITH changed AS (UPDATE sagas SET state = $4, updated_at = now() "
+                      "WHERE saga_id = $1 AND state <> $4) "
+                      "INSERT INTO saga_steps (saga_id, event, state_from, state_to, attempt, "
+                      "message_id, detail) VALUES ($1, $2, $3, $4, $5::int, $6, $7)",
+                      7, params) != 0)
         return -1;
     if (strcmp(to, saga->state) == 0)
         return 0;
@@ -167,19 +167,19 @@ static int timer_set(PGconn *conn, const char *saga_id, const char *kind, long d
     const char *params[] = {saga_id, kind, delay};
 
     snprintf(delay, sizeof(delay), "%ld", delay_ms);
-    return db_exec(conn, "timer set",
-                   "INSERT INTO timers (saga_id, kind, fire_at) "
-                   "VALUES ($1, $2, now() + $3::bigint * interval '1 millisecond') "
-                   "ON CONFLICT (saga_id, kind) DO UPDATE SET fire_at = excluded.fire_at",
-                   3, params);
+    return db_exec_later(conn, "timer set",
+                         "INSERT INTO timers (saga_id, kind, fire_at) "
+                         "VALUES ($1, $2, now() + $3::bigint * interval '1 millisecond') "
+                         "ON CONFLICT (saga_id, kind) DO UPDATE SET fire_at = excluded.fire_at",
+                         3, params);
 }
 
 static int timer_clear(PGconn *conn, const char *saga_id, const char *kind)
 {
     const char *params[] = {saga_id, kind};
 
-    return db_exec(conn, "timer clear", "DELETE FROM timers WHERE saga_id = $1 AND kind = $2", 2,
-                   params);
+    return db_exec_later(conn, "timer clear", "DELETE FROM timers WHERE saga_id = $1 AND kind = $2",
+                         2, params);
 }
 
 /* Sends whichever compensations are still unconfirmed. */
@@ -227,7 +227,7 @@ static int compensation_confirmed(PGconn *conn, struct saga *saga, const char *c
             ? "UPDATE sagas SET stock_released = true, updated_at = now() WHERE saga_id = $1"
             : "UPDATE sagas SET payment_voided = true, updated_at = now() WHERE saga_id = $1";
 
-    if (db_exec(conn, "compensation confirmed", sql, 1, params) != 0)
+    if (db_exec_later(conn, "compensation confirmed", sql, 1, params) != 0)
         return -1;
     if (strcmp(column, "stock_released") == 0)
         saga->stock_released = 1;
@@ -275,10 +275,10 @@ static int start_checkout(PGconn *conn, const struct consumer_message *msg)
     snprintf(saga.state, sizeof(saga.state), "%s", "reserving");
     snprintf(version, sizeof(version), "%d", SAGA_DEFINITION_VERSION);
     const char *insert[] = {key, saga.order_id, version};
-    if (db_exec(conn, "saga create",
-                "INSERT INTO sagas (saga_id, order_id, definition_version, state) "
-                "VALUES ($1, $2::bigint, $3::int, 'reserving')",
-                3, insert) != 0)
+    if (db_exec_later(conn, "saga create",
+                      "INSERT INTO sagas (saga_id, order_id, definition_version, state) "
+                      "VALUES ($1, $2::bigint, $3::int, 'reserving')",
+                      3, insert) != 0)
         return -1;
     cJSON *payload = cJSON_CreateObject();
     cJSON_AddNumberToObject(payload, "product_id", (double)product);

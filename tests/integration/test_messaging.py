@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from harness import MsgTest, free_port, try_metric, wait_until, ROOT
+from harness import MSGTEST as MSGTEST_PATH, MsgTest, free_port, try_metric, wait_until, ROOT
 
 ROLLED_BACK_BASE = 1000000000
 
@@ -41,6 +41,18 @@ def test_committed_outbox_row_is_handled_exactly_once_and_rolled_back_one_never_
     published = bed.dump(bed.topic)
     assert len(published) == 300
     assert not any(m["payload"].get("rolled_back") for m in published)
+
+
+def test_queued_statements_fail_their_transaction_and_leave_the_connection_usable(bed):
+    """db.c sends BEGIN and db_exec_later() statements with the next statement
+    that needs a result, or with the COMMIT; a failure among them must fail
+    that call and roll the whole transaction back, as if run one by one."""
+    out = subprocess.run([MSGTEST_PATH, "pipeline"], env=bed.env(), capture_output=True,
+                         timeout=60)
+    lines = out.stdout.decode().splitlines()
+    assert out.returncode == 0 and all(line.startswith("ok ") for line in lines), \
+        out.stdout.decode() + out.stderr.decode()[-2000:]
+    assert len(lines) == 14
 
 
 def test_message_delivered_twice_or_replayed_from_offset_zero_has_one_effect(bed):

@@ -15,6 +15,9 @@
  *   msgtest produce TOPIC KEY        produce stdin as one raw message
  *   msgtest dump TOPIC               print every message of TOPIC, one per line
  *   msgtest lag GROUP TOPIC          print GROUP's total lag on TOPIC
+ *   msgtest pipeline                 check db.c's queued statements (lazy BEGIN,
+ *                                    db_exec_later) against the database; prints
+ *                                    "ok NAME" or "FAIL NAME" per check
  *
  * Environment: MSGTEST_DATABASE_URL, KAFKA_BROKERS (default localhost:9092),
  * MSGTEST_TOPIC (default msgtest.in), MSGTEST_GROUP (default msgtest),
@@ -481,6 +484,117 @@ static int cmd_lag(const char *group_id, const char *name)
     return 0;
 }
 
+/* Rows of table pipeline_check, or -1 on failure. */
+static long pipeline_rows(PGconn *conn)
+{
+    PGresult *res = db_query(conn, "count", "SELECT count(*) FROM pipeline_check", 0, NULL);
+    long rows = res ? atol(PQgetvalue(res, 0, 0)) : -1;
+
+    PQclear(res);
+    return rows;
+}
+
+static int pipeline_insert_later(PGconn *conn, const char *id)
+{
+    const char *params[] = {id};
+
+    return db_exec_later(conn, "check insert", "INSERT INTO pipeline_check (id) VALUES ($1::int)",
+                         1, params);
+}
+
+static int check(const char *name, int ok)
+{
+    printf("%s %s\n", ok ? "ok" : "FAIL", name);
+    return ok ? 0 : 1;
+}
+
+static int cmd_pipeline(void)
+{
+    PGconn *conn = connect_retrying();
+    const char *bad[] = {"x"};
+    int failures = 0;
+
+    if (db_exec(conn, "check table drop", "DROP TABLE IF EXISTS pipeline_check", 0, NULL) != 0 ||
+        db_exec(conn, "check table",
+                "CREATE TABLE pipeline_check (id integer PRIMARY KEY CHECK (id > 0))", 0,
+                NULL) != 0)
+        return 1;
+
+    /* Queued inserts travel with the COMMIT and all land. */
+    db_begin(conn);
+    pipeline_insert_later(conn, "1");
+    pipeline_insert_later(conn, "2");
+    failures += check("queued_statements_commit", db_commit(conn) == 0 && pipeline_rows(conn) == 2);
+
+    /* A read in the transaction sees the queued writes before it. */
+    db_begin(conn);
+    pipeline_insert_later(conn, "3");
+    failures += check("read_sees_queued_writes", pipeline_rows(conn) == 3);
+    failures += check("rollback_discards_them", db_rollback(conn) == 0 && db_idle(conn) &&
+                                                    pipeline_rows(conn) == 2);
+
+    /* A queued statement that fails makes the COMMIT fail, with its SQLSTATE;
+     * nothing of the transaction stays, and the connection is usable. */
+    db_begin(conn);
+    pipeline_insert_later(conn, "4");
+    pipeline_insert_later(conn, "1"); /* duplicate key */
+    pipeline_insert_later(conn, "5");
+    failures += check("failed_queued_statement_fails_commit",
+                      db_commit(conn) != 0 && strcmp(db_last_sqlstate(), "23505") == 0 &&
+                          !db_last_failure_transient(conn));
+    failures += check("nothing_of_it_committed", db_idle(conn) && pipeline_rows(conn) == 2);
+
+    /* ... and makes the next statement that needs a result fail too. */
+    db_begin(conn);
+    pipeline_insert_later(conn, "-1"); /* check constraint */
+    failures += check("failed_queued_statement_fails_next_query",
+                      pipeline_rows(conn) == -1 && strcmp(db_last_sqlstate(), "23514") == 0);
+    failures += check("rollback_after_failure", db_rollback(conn) == 0 && db_idle(conn));
+
+    /* A statement first prepared in a pipeline that failed before it is
+     * prepared again next time (bad input aborts the pipeline first). */
+    db_begin(conn);
+    db_exec_later(conn, "bad cast", "SELECT $1::int", 1, bad);
+    db_exec_later(conn, "check update",
+                  "UPDATE pipeline_check SET id = id + 100 WHERE id = $1::int", 1,
+                  (const char *[]){"2"});
+    failures += check("prepare_skipped_by_failure", db_commit(conn) != 0);
+    db_begin(conn);
+    db_exec_later(conn, "check update",
+                  "UPDATE pipeline_check SET id = id + 100 WHERE id = $1::int", 1,
+                  (const char *[]){"2"});
+    failures += check("prepared_again_after_skip", db_commit(conn) == 0);
+    {
+        PGresult *res = db_query(conn, "check max", "SELECT max(id) FROM pipeline_check", 0, NULL);
+
+        failures += check("update_applied", res && strcmp(PQgetvalue(res, 0, 0), "102") == 0);
+        PQclear(res);
+    }
+
+    /* Outside a transaction a queued statement runs at once. */
+    failures += check("autocommit_runs_at_once",
+                      pipeline_insert_later(conn, "7") == 0 && db_idle(conn) &&
+                          pipeline_rows(conn) == 3);
+
+    /* An empty transaction costs nothing and leaves the connection idle. */
+    db_begin(conn);
+    failures += check("empty_transaction", db_commit(conn) == 0 && db_idle(conn));
+    db_begin(conn);
+    failures += check("empty_rollback", db_rollback(conn) == 0 && db_idle(conn));
+
+    /* More statements than one pipeline holds are sent along the way. */
+    db_begin(conn);
+    for (int i = 1000; i < 1400; i++) {
+        char id[16];
+
+        snprintf(id, sizeof(id), "%d", i);
+        pipeline_insert_later(conn, id);
+    }
+    failures += check("long_pipeline", db_commit(conn) == 0 && pipeline_rows(conn) == 403);
+    PQfinish(conn);
+    return failures == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     char errors[2048];
@@ -506,7 +620,9 @@ int main(int argc, char **argv)
         return cmd_dump(argv[2]);
     if (strcmp(command, "lag") == 0 && argc == 4)
         return cmd_lag(argv[2], argv[3]);
+    if (strcmp(command, "pipeline") == 0)
+        return cmd_pipeline();
     fprintf(stderr, "usage: msgtest relay|consume|write FIRST COUNT [ROLLBACK_EVERY]|poison SEQ|"
-                    "produce TOPIC KEY|dump TOPIC|lag GROUP TOPIC\n");
+                    "produce TOPIC KEY|dump TOPIC|lag GROUP TOPIC|pipeline\n");
     return 2;
 }
