@@ -127,14 +127,46 @@ static int inbox_claim(PGconn *conn, const char *message_id, const char *topic,
     return inserted;
 }
 
-/* inbox_claim for a handled message, or 1 at once when the handler is
- * idempotent by itself and keeps no inbox row. */
+/*
+ * Queues the inbox row of a message about to be handled (nothing when the
+ * handler is idempotent by itself and keeps no inbox row). The row travels
+ * with the handler's first statement, saving a round trip; when the message
+ * was handled before, its primary key fails the transaction, and
+ * message_was_handled() tells that apart from a real failure. Returns 0 or -1.
+ */
 static int claim_for_handler(const struct consumer *consumer, const struct consumer_message *cmsg,
                              const rd_kafka_message_t *msg)
 {
+    char partition[16], offset[32];
+    const char *params[] = {cmsg->env->id, cmsg->topic, partition, offset};
+
     if (consumer->cfg.handler_idempotent)
-        return 1;
-    return inbox_claim(consumer->conn, cmsg->env->id, cmsg->topic, msg, "handled");
+        return 0;
+    snprintf(partition, sizeof(partition), "%d", (int)msg->partition);
+    snprintf(offset, sizeof(offset), "%lld", (long long)msg->offset);
+    return db_exec_later(consumer->conn, "inbox insert",
+                         "INSERT INTO inbox (message_id, topic, kafka_partition, kafka_offset, "
+                         "outcome) VALUES ($1, $2, $3::int, $4::bigint, 'handled')",
+                         4, params);
+}
+
+/* After a failed attempt (rolled back): 1 if the message's inbox row exists,
+ * so it was handled (or dead-lettered) before, 0 if not, -1 on failure. */
+static int message_was_handled(const struct consumer *consumer, const struct consumer_message *cmsg)
+{
+    const char *params[] = {cmsg->env->id};
+    PGresult *res;
+    int found;
+
+    if (consumer->cfg.handler_idempotent)
+        return 0;
+    res = db_query(consumer->conn, "inbox check", "SELECT 1 FROM inbox WHERE message_id = $1", 1,
+                   params);
+    if (res == NULL)
+        return -1;
+    found = PQntuples(res) == 1;
+    PQclear(res);
+    return found;
 }
 
 /* Copies at most DLQ_ORIGINAL_MAX bytes of the value, replacing bytes that
@@ -216,53 +248,51 @@ transient:
     return ATTEMPT_TRANSIENT;
 }
 
-/* One attempt: inbox claim, handler, commit. */
+/* One attempt: inbox row, handler, commit. */
 static enum attempt_result consumer_attempt(struct consumer *consumer,
                                             const rd_kafka_message_t *msg,
                                             const struct consumer_message *cmsg, char *err,
                                             size_t errlen)
 {
-    int claimed, rc;
+    enum attempt_result failure;
+    int handled, rc;
     double started = now_ms();
 
-    if (db_begin(consumer->conn) != 0)
+    if (db_begin(consumer->conn) != 0 || claim_for_handler(consumer, cmsg, msg) != 0) {
+        db_rollback(consumer->conn);
         return ATTEMPT_TRANSIENT;
-    claimed = claim_for_handler(consumer, cmsg, msg);
-    if (claimed < 0)
-        goto rollback_transient;
-    if (claimed == 0) {
-        /* Handled before (a duplicate or a replay): nothing to do. */
-        if (db_rollback(consumer->conn) != 0)
-            return ATTEMPT_TRANSIENT;
-        metrics_inc(consumer->m_duplicates);
-        log_debug("msg=\"duplicate skipped\" message_id=%s", cmsg->env->id);
-        return ATTEMPT_DONE;
     }
     rc = consumer->cfg.handler(consumer->conn, cmsg, consumer->cfg.handler_arg, err, errlen);
     if (rc == CONSUMER_OK || rc == CONSUMER_SKIP) {
         crashpoint("consumer.before_commit");
-        /* The commit also runs the handler's queued statements (db_exec_later):
-         * one of them failing for good counts as the handler failing. */
-        if (db_commit(consumer->conn) != 0) {
-            if (db_last_failure_transient(consumer->conn))
-                return ATTEMPT_TRANSIENT;
-            snprintf(err, errlen, "commit failed (SQLSTATE %s)", db_last_sqlstate());
-            return ATTEMPT_FAILED;
+        if (db_commit(consumer->conn) == 0) {
+            crashpoint("consumer.after_commit");
+            metrics_inc(rc == CONSUMER_OK ? consumer->m_consumed : consumer->m_skipped);
+            metrics_observe_ms(consumer->m_handle_ms, now_ms() - started);
+            return ATTEMPT_DONE;
         }
-        crashpoint("consumer.after_commit");
-        metrics_inc(rc == CONSUMER_OK ? consumer->m_consumed : consumer->m_skipped);
-        metrics_observe_ms(consumer->m_handle_ms, now_ms() - started);
+        /* The commit also ran the queued statements (db_exec_later): one of
+         * them failing for good counts as the handler failing. */
+        failure = db_last_failure_transient(consumer->conn) ? ATTEMPT_TRANSIENT : ATTEMPT_FAILED;
+        if (failure == ATTEMPT_FAILED)
+            snprintf(err, errlen, "commit failed (SQLSTATE %s)", db_last_sqlstate());
+    } else {
+        failure = rc == CONSUMER_RETRY || db_is_broken(consumer->conn) ? ATTEMPT_TRANSIENT
+                                                                       : ATTEMPT_FAILED;
+        if (failure == ATTEMPT_FAILED && err[0] == '\0')
+            snprintf(err, errlen, "handler failed");
+    }
+    db_rollback(consumer->conn);
+    if (db_is_broken(consumer->conn))
+        return ATTEMPT_TRANSIENT;
+    handled = message_was_handled(consumer, cmsg);
+    if (handled == 1) {
+        /* Handled before (a duplicate or a replay): nothing to do. */
+        metrics_inc(consumer->m_duplicates);
+        log_debug("msg=\"duplicate skipped\" message_id=%s", cmsg->env->id);
         return ATTEMPT_DONE;
     }
-    if (rc == CONSUMER_RETRY || db_is_broken(consumer->conn))
-        goto rollback_transient;
-    db_rollback(consumer->conn);
-    if (err[0] == '\0')
-        snprintf(err, errlen, "handler failed");
-    return ATTEMPT_FAILED;
-rollback_transient:
-    db_rollback(consumer->conn);
-    return ATTEMPT_TRANSIENT;
+    return handled < 0 ? ATTEMPT_TRANSIENT : failure;
 }
 
 /* Handles msg until it is done (applied, duplicate or dead-lettered), or the
@@ -356,7 +386,7 @@ static void consumer_store_offset(struct consumer *consumer, const rd_kafka_mess
 static int consumer_attempt_batch(struct consumer *consumer, rd_kafka_message_t **batch, int n)
 {
     struct envelope envs[CONSUMER_BATCH_MAX];
-    enum { NOT_OURS, DUPLICATE, APPLIED, SKIPPED } outcome[CONSUMER_BATCH_MAX];
+    enum { NOT_OURS, APPLIED, SKIPPED } outcome[CONSUMER_BATCH_MAX];
     int decoded = 0, wanted = 0, ok = 0;
     double started = now_ms();
 
@@ -378,18 +408,14 @@ static int consumer_attempt_batch(struct consumer *consumer, rd_kafka_message_t 
     for (int i = 0; i < n && wanted > 0; i++) {
         char key[ENVELOPE_KEY_MAX], traceparent[64], err[512] = "";
         struct consumer_message cmsg;
-        int claimed, rc;
+        int rc;
 
         if (outcome[i] == NOT_OURS)
             continue;
         cmsg = message_view(consumer, batch[i], &envs[i], key, traceparent);
-        claimed = claim_for_handler(consumer, &cmsg, batch[i]);
-        if (claimed < 0)
+        /* A duplicate among them fails the batch: then one by one. */
+        if (claim_for_handler(consumer, &cmsg, batch[i]) != 0)
             goto rollback;
-        if (claimed == 0) {
-            outcome[i] = DUPLICATE;
-            continue;
-        }
         rc = consumer->cfg.handler(consumer->conn, &cmsg, consumer->cfg.handler_arg, err,
                                    sizeof(err));
         if (rc != CONSUMER_OK && rc != CONSUMER_SKIP)
@@ -403,12 +429,8 @@ static int consumer_attempt_batch(struct consumer *consumer, rd_kafka_message_t 
         crashpoint("consumer.after_commit");
         metrics_observe_ms(consumer->m_handle_ms, now_ms() - started);
     }
-    for (int i = 0; i < n; i++) {
-        if (outcome[i] == DUPLICATE)
-            metrics_inc(consumer->m_duplicates);
-        else
-            metrics_inc(outcome[i] == APPLIED ? consumer->m_consumed : consumer->m_skipped);
-    }
+    for (int i = 0; i < n; i++)
+        metrics_inc(outcome[i] == APPLIED ? consumer->m_consumed : consumer->m_skipped);
     ok = 1;
     goto out;
 rollback:

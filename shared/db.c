@@ -123,9 +123,14 @@ static void note_failure(PGconn *conn, const char *what, PGresult *res)
     snprintf(last_sqlstate, sizeof(last_sqlstate), "%s", state ? state : "");
     while (len > 0 && msg[len - 1] == '\n')
         len--;
-    /* Duplicate keys are often expected (idempotency); the caller decides. */
-    log_warn("msg=\"query failed\" what=%s sqlstate=%s error=\"%.*s\"", what,
-             state ? state : "none", (int)len, msg);
+    /* Duplicate keys are often expected (idempotency: a redelivered
+     * message's inbox row); the caller decides, and logs what matters. */
+    if (state != NULL && strcmp(state, "23505") == 0)
+        log_debug("msg=\"query failed\" what=%s sqlstate=%s error=\"%.*s\"", what, state, (int)len,
+                  msg);
+    else
+        log_warn("msg=\"query failed\" what=%s sqlstate=%s error=\"%.*s\"", what,
+                 state ? state : "none", (int)len, msg);
 }
 
 /*

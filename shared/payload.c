@@ -6,6 +6,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "envelope.h"
 #include "outbox.h"
@@ -50,4 +51,32 @@ int payload_emit(PGconn *conn, const char *topic, const char *key, const char *t
     rc = outbox_enqueue(conn, topic, key, &env, cause ? cause->traceparent : NULL);
     envelope_free(&env);
     return rc;
+}
+
+int payload_amount_times(const char *unit_price, const char *quantity, char *out, size_t outlen)
+{
+    long long cents = 0, qty;
+    int decimals = -1;
+    char *end;
+
+    for (const char *p = unit_price; *p; p++) {
+        if (*p == '.' && decimals < 0 && p != unit_price) {
+            decimals = 0;
+            continue;
+        }
+        if (*p < '0' || *p > '9' || decimals == 2 || cents > 100000000000LL)
+            return -1;
+        cents = cents * 10 + (*p - '0');
+        if (decimals >= 0)
+            decimals++;
+    }
+    if (unit_price[0] == '\0' || decimals == 0)
+        return -1;
+    for (; decimals < 2; decimals = decimals < 0 ? 1 : decimals + 1)
+        cents *= 10;
+    qty = strtoll(quantity, &end, 10);
+    if (*end != '\0' || qty <= 0 || qty > 1000000 || cents * qty >= 10000000000LL)
+        return -1;
+    snprintf(out, outlen, "%lld.%02lld", cents * qty / 100, cents * qty % 100);
+    return 0;
 }

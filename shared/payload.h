@@ -25,6 +25,14 @@ int payload_positive_id(const cJSON *payload, const char *name, long long *out, 
 const char *payload_str(const cJSON *payload, const char *name);
 
 /*
+ * Writes unit_price (a decimal string with at most 2 decimals, as numeric(10,2)
+ * prints it) times quantity (decimal text) into out, exactly, in cents: "99.99"
+ * times "3" is "299.97". Returns 0, or -1 if either is malformed or the amount
+ * would not fit numeric(10,2).
+ */
+int payload_amount_times(const char *unit_price, const char *quantity, char *out, size_t outlen);
+
+/*
  * Builds an envelope of type for saga_id (when NULL, the saga of cause, which
  * must then be set), caused by cause (may be NULL), and enqueues it to topic under key, inside the
  * caller's transaction. Takes ownership of payload. traceparent may be NULL. Returns 0 or -1.

@@ -74,6 +74,15 @@ static void relay_wait(struct relay *relay, long timeout_ms)
     int nfds = 1;
 
     if (!db_is_broken(relay->conn)) {
+        PGnotify *notify;
+
+        /* A notification that came in with a query's result is already
+         * read off the socket: it is queued in libpq, and counts now. */
+        if (PQconsumeInput(relay->conn) && (notify = PQnotifies(relay->conn)) != NULL) {
+            metrics_inc(relay->m_notified);
+            PQfreemem(notify);
+            return;
+        }
         fds[1].fd = PQsocket(relay->conn);
         fds[1].events = POLLIN;
         nfds = 2;
@@ -306,7 +315,10 @@ static void *relay_main(void *arg)
             continue;
         }
         backoff_reset(&retry);
-        if (rows == 0)
+        /* A short batch took every row committed before it was read; a row
+         * committed since has woken us (writers notify after committing),
+         * so without a wake-up another read would find nothing. */
+        if (rows < relay->cfg.batch_size)
             relay_wait(relay, relay->cfg.poll_interval_ms);
     }
     return NULL;

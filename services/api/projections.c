@@ -17,22 +17,19 @@
 const char *const projections_handled_types[] = {MSG_ORDER_UPDATED, MSG_PRODUCT_UPDATED,
                                                  MSG_DISPATCH_PROGRESS, NULL};
 
-/* Runs an upsert that RETURNs the changed row's key, and if a row changed,
- * queues the read-model notification "<prefix><key>" for after the commit.
- * Returns 0 or -1. */
-static int upsert_and_notify(PGconn *conn, const char *what, const char *prefix, const char *sql,
-                             int nparams, const char *const *params)
+/* Queues an upsert (db_exec_later: it travels with the COMMIT) and the
+ * read-model notification "<prefix><key>" for after the commit. A snapshot
+ * older than the row changes nothing, and its notification only makes the
+ * waiters look again. Returns 0 or -1. */
+static int upsert_and_notify(PGconn *conn, const char *what, const char *prefix, const char *key,
+                             const char *sql, int nparams, const char *const *params)
 {
-    char key[WAITER_KEY_MAX];
-    PGresult *res = db_query(conn, what, sql, nparams, params);
+    char channel_key[WAITER_KEY_MAX];
 
-    if (res == NULL)
+    if (db_exec_later(conn, what, sql, nparams, params) != 0)
         return -1;
-    if (PQntuples(res) == 1) {
-        snprintf(key, sizeof(key), "%s%s", prefix, PQgetvalue(res, 0, 0));
-        db_notify_after_commit(conn, WAITERS_CHANNEL, key);
-    }
-    PQclear(res);
+    snprintf(channel_key, sizeof(channel_key), "%s%s", prefix, key);
+    db_notify_after_commit(conn, WAITERS_CHANNEL, channel_key);
     return 0;
 }
 
@@ -56,16 +53,16 @@ static int project_order(PGconn *conn, const cJSON *p)
     const char *params[] = {order_text, key,    product_text, status_text,
                             payment_id, reason, updated,      version_text};
     /* Waiting HTTP threads (of any replica) are woken by a notification,
-     * sent after the commit and only when the row changed. */
+     * sent after the commit. */
     return upsert_and_notify(
-        conn, "project order", "order:",
+        conn, "project order", "order:", key,
         "INSERT INTO orders (order_id, idempotency_key, product_id, order_status, "
         "payment_id, reason, last_update_time, version) VALUES ($1::bigint, $2, "
         "$3::int, $4::int, $5, $6, $7::timestamptz, $8::bigint) "
         "ON CONFLICT (order_id) DO UPDATE SET order_status = excluded.order_status, "
         "payment_id = excluded.payment_id, reason = excluded.reason, "
         "last_update_time = excluded.last_update_time, version = excluded.version "
-        "WHERE orders.version < excluded.version RETURNING idempotency_key",
+        "WHERE orders.version < excluded.version",
         8, params);
 }
 
@@ -88,7 +85,7 @@ static int project_product(PGconn *conn, const cJSON *p)
     snprintf(restocked_text, sizeof(restocked_text), "%lld", restocked);
     const char *params[] = {id_text,        name,         description,   price,
                             inventory_text, version_text, restocked_text};
-    return upsert_and_notify(conn, "project product", "product:",
+    return upsert_and_notify(conn, "project product", "product:", id_text,
                              "INSERT INTO products (product_id, product, description, "
                              "price, inventory, version, restocked) VALUES ($1::int, $2, $3, "
                              "$4::numeric, $5::int, $6::bigint, $7::bigint) "
@@ -96,7 +93,7 @@ static int project_product(PGconn *conn, const cJSON *p)
                              "description = excluded.description, price = excluded.price, "
                              "inventory = excluded.inventory, version = excluded.version, "
                              "restocked = excluded.restocked "
-                             "WHERE products.version < excluded.version RETURNING product_id",
+                             "WHERE products.version < excluded.version",
                              7, params);
 }
 

@@ -41,25 +41,31 @@ struct saga {
     char payment_id[64];
     char product_id[16];
     char quantity[16];
+    /* The order as loaded (locked with the saga), for its next snapshot. */
+    char reason[256];
+    int has_reason;
+    long long order_version;
+    char now[40]; /* the transaction's timestamp, as snapshots show it */
 };
 
+#define SAGA_COLUMNS                                                                               \
+    "SELECT s.saga_id, s.order_id, s.state, s.stock_released, s.payment_voided, "                  \
+    "s.compensation_attempts, coalesce(o.payment_id, ''), o.product_id, o.quantity, "              \
+    "o.reason, o.version, to_char(now() AT TIME ZONE 'UTC', "                                      \
+    "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM sagas s JOIN orders o USING (order_id) "
+
 /* Loads and locks the saga of order_id (or, when order_id is NULL, of
- * saga_id). Returns 1 when found, 0 when not, -1 on failure. */
+ * saga_id), and its order: only a saga's handler changes its order, so the
+ * next snapshot can be made from what is loaded here. Returns 1 when found,
+ * 0 when not, -1 on failure. */
 static int saga_load(PGconn *conn, const char *order_id, const char *saga_id, struct saga *saga)
 {
     const char *params[] = {order_id ? order_id : saga_id};
-    PGresult *res = db_query(conn, "saga load",
-                             order_id ? "SELECT s.saga_id, s.order_id, s.state, s.stock_released, "
-                                        "s.payment_voided, s.compensation_attempts, "
-                                        "coalesce(o.payment_id, ''), o.product_id, o.quantity "
-                                        "FROM sagas s JOIN orders o USING (order_id) "
-                                        "WHERE s.order_id = $1::bigint FOR UPDATE OF s"
-                                      : "SELECT s.saga_id, s.order_id, s.state, s.stock_released, "
-                                        "s.payment_voided, s.compensation_attempts, "
-                                        "coalesce(o.payment_id, ''), o.product_id, o.quantity "
-                                        "FROM sagas s JOIN orders o USING (order_id) "
-                                        "WHERE s.saga_id = $1 FOR UPDATE OF s",
-                             1, params);
+    PGresult *res =
+        db_query(conn, "saga load",
+                 order_id ? SAGA_COLUMNS "WHERE s.order_id = $1::bigint FOR UPDATE OF s, o"
+                          : SAGA_COLUMNS "WHERE s.saga_id = $1 FOR UPDATE OF s, o",
+                 1, params);
     int found;
 
     if (res == NULL)
@@ -75,6 +81,10 @@ static int saga_load(PGconn *conn, const char *order_id, const char *saga_id, st
         snprintf(saga->payment_id, sizeof(saga->payment_id), "%s", PQgetvalue(res, 0, 6));
         snprintf(saga->product_id, sizeof(saga->product_id), "%s", PQgetvalue(res, 0, 7));
         snprintf(saga->quantity, sizeof(saga->quantity), "%s", PQgetvalue(res, 0, 8));
+        saga->has_reason = !PQgetisnull(res, 0, 9);
+        snprintf(saga->reason, sizeof(saga->reason), "%s", PQgetvalue(res, 0, 9));
+        saga->order_version = atoll(PQgetvalue(res, 0, 10));
+        snprintf(saga->now, sizeof(saga->now), "%s", PQgetvalue(res, 0, 11));
     }
     PQclear(res);
     return found;
@@ -105,50 +115,49 @@ static int saga_step(PGconn *conn, struct saga *saga, const char *event, const c
 }
 
 /*
- * Changes the order (status, and reason / payment id when given) and
- * publishes its new snapshot on checkout.events.
+ * Changes the saga's order (status, and reason / payment id when given) and
+ * publishes its new snapshot on checkout.events. The update is queued
+ * (db_exec_later): the snapshot is made from the order as loaded.
  */
-static int order_update(PGconn *conn, const struct consumer_message *cause, const char *order_id,
+static int order_update(PGconn *conn, const struct consumer_message *cause, struct saga *saga,
                         int status, const char *reason, const char *payment_id)
 {
-    char status_text[8];
-    const char *params[] = {order_id, status_text, reason, payment_id};
-    PGresult *res;
+    char status_text[8], version_text[32];
     cJSON *payload;
-    int rc;
 
-    snprintf(status_text, sizeof(status_text), "%d", status);
-    res = db_query(conn, "order update",
-                   "UPDATE orders SET order_status = $2::int, reason = coalesce($3, reason), "
-                   "payment_id = coalesce($4, payment_id), version = version + 1, "
-                   "last_update_time = now() WHERE order_id = $1::bigint "
-                   "RETURNING order_id, idempotency_key, product_id, order_status, payment_id, "
-                   "reason, to_char(last_update_time AT TIME ZONE 'UTC', "
-                   "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), version",
-                   4, params);
-    if (res == NULL || PQntuples(res) != 1) {
-        PQclear(res);
-        return -1;
+    if (reason != NULL) {
+        snprintf(saga->reason, sizeof(saga->reason), "%s", reason);
+        saga->has_reason = 1;
     }
+    if (payment_id != NULL)
+        snprintf(saga->payment_id, sizeof(saga->payment_id), "%s", payment_id);
+    saga->order_version++;
+    snprintf(status_text, sizeof(status_text), "%d", status);
+    snprintf(version_text, sizeof(version_text), "%lld", saga->order_version);
+    const char *params[] = {saga->order_id, status_text, saga->has_reason ? saga->reason : NULL,
+                            saga->payment_id[0] ? saga->payment_id : NULL, version_text};
+    if (db_exec_later(conn, "order update",
+                      "UPDATE orders SET order_status = $2::int, reason = $3, payment_id = $4, "
+                      "version = $5::bigint, last_update_time = now() WHERE order_id = $1::bigint",
+                      5, params) != 0)
+        return -1;
     payload = cJSON_CreateObject();
-    cJSON_AddNumberToObject(payload, "order_id", atof(PQgetvalue(res, 0, 0)));
-    cJSON_AddStringToObject(payload, "idempotency_key", PQgetvalue(res, 0, 1));
-    cJSON_AddNumberToObject(payload, "product_id", atoi(PQgetvalue(res, 0, 2)));
-    cJSON_AddNumberToObject(payload, "order_status", atoi(PQgetvalue(res, 0, 3)));
-    if (PQgetisnull(res, 0, 4))
+    cJSON_AddNumberToObject(payload, "order_id", atof(saga->order_id));
+    cJSON_AddStringToObject(payload, "idempotency_key", saga->saga_id);
+    cJSON_AddNumberToObject(payload, "product_id", atoi(saga->product_id));
+    cJSON_AddNumberToObject(payload, "order_status", status);
+    if (saga->payment_id[0])
+        cJSON_AddStringToObject(payload, "payment_id", saga->payment_id);
+    else
         cJSON_AddNullToObject(payload, "payment_id");
+    if (saga->has_reason)
+        cJSON_AddStringToObject(payload, "reason", saga->reason);
     else
-        cJSON_AddStringToObject(payload, "payment_id", PQgetvalue(res, 0, 4));
-    if (PQgetisnull(res, 0, 5))
         cJSON_AddNullToObject(payload, "reason");
-    else
-        cJSON_AddStringToObject(payload, "reason", PQgetvalue(res, 0, 5));
-    cJSON_AddStringToObject(payload, "last_update_time", PQgetvalue(res, 0, 6));
-    cJSON_AddNumberToObject(payload, "version", atof(PQgetvalue(res, 0, 7)));
-    rc = payload_emit(conn, TOPIC_CHECKOUT_EVENTS, PQgetvalue(res, 0, 1), MSG_ORDER_UPDATED,
-                      SERVICE, cause, PQgetvalue(res, 0, 1), payload);
-    PQclear(res);
-    return rc;
+    cJSON_AddStringToObject(payload, "last_update_time", saga->now);
+    cJSON_AddNumberToObject(payload, "version", (double)saga->order_version);
+    return payload_emit(conn, TOPIC_CHECKOUT_EVENTS, saga->saga_id, MSG_ORDER_UPDATED, SERVICE,
+                        cause, saga->saga_id, payload);
 }
 
 /* Sends a command about the saga's order to topic. */
@@ -206,7 +215,7 @@ static int compensate(PGconn *conn, const struct consumer_message *cause, struct
 {
     if (saga_step(conn, saga, event, "compensating", cause ? cause->env->id : NULL, reason) != 0 ||
         timer_clear(conn, saga->saga_id, "payment_timeout") != 0 ||
-        order_update(conn, cause, saga->order_id, ORDER_CANCELLED, reason, NULL) != 0 ||
+        order_update(conn, cause, saga, ORDER_CANCELLED, reason, NULL) != 0 ||
         send_compensations(conn, cause, saga) != 0 ||
         timer_set(conn, saga->saga_id, "compensation_retry", cfg->compensation_retry_ms) != 0)
         return -1;
@@ -260,7 +269,8 @@ static int start_checkout(PGconn *conn, const struct consumer_message *msg)
     res = db_query(conn, "order create",
                    "INSERT INTO orders (idempotency_key, product_id, order_status) "
                    "VALUES ($1, $2::int, 0) ON CONFLICT (idempotency_key) DO NOTHING "
-                   "RETURNING order_id",
+                   "RETURNING order_id, version, to_char(now() AT TIME ZONE 'UTC', "
+                   "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
                    2, params);
     if (res == NULL)
         return -1;
@@ -270,6 +280,9 @@ static int start_checkout(PGconn *conn, const struct consumer_message *msg)
         return CONSUMER_SKIP;
     }
     snprintf(saga.order_id, sizeof(saga.order_id), "%s", PQgetvalue(res, 0, 0));
+    saga.order_version = atoll(PQgetvalue(res, 0, 1));
+    snprintf(saga.now, sizeof(saga.now), "%s", PQgetvalue(res, 0, 2));
+    snprintf(saga.product_id, sizeof(saga.product_id), "%s", product_id);
     PQclear(res);
     snprintf(saga.saga_id, sizeof(saga.saga_id), "%s", key);
     snprintf(saga.state, sizeof(saga.state), "%s", "reserving");
@@ -284,7 +297,7 @@ static int start_checkout(PGconn *conn, const struct consumer_message *msg)
     cJSON_AddNumberToObject(payload, "product_id", (double)product);
     cJSON_AddNumberToObject(payload, "quantity", 1);
     if (saga_step(conn, &saga, msg->env->type, "reserving", msg->env->id, NULL) != 0 ||
-        order_update(conn, msg, saga.order_id, ORDER_PENDING, NULL, NULL) != 0 ||
+        order_update(conn, msg, &saga, ORDER_PENDING, NULL, NULL) != 0 ||
         command(conn, msg, &saga, TOPIC_INVENTORY_COMMANDS, MSG_RESERVE_STOCK, payload) != 0)
         return -1;
     log_debug("msg=\"checkout started\" saga_id=%s order_id=%s", key, saga.order_id);
@@ -302,18 +315,15 @@ static int advance(PGconn *conn, const struct consumer_message *msg, const struc
     if (strcmp(type, MSG_STOCK_RESERVED) == 0 && strcmp(state, "reserving") == 0) {
         const char *unit_price = payload_str(msg->env->payload, "unit_price");
         char amount[32];
-        const char *params[] = {saga->order_id, unit_price ? unit_price : "0"};
-        PGresult *res = db_query(conn, "order amount",
-                                 "UPDATE orders SET amount = $2::numeric * quantity "
-                                 "WHERE order_id = $1::bigint RETURNING amount::text",
-                                 2, params);
+        const char *params[] = {saga->order_id, amount};
 
-        if (res == NULL || PQntuples(res) != 1) {
-            PQclear(res);
+        if (payload_amount_times(unit_price ? unit_price : "0", saga->quantity, amount,
+                                 sizeof(amount)) != 0)
+            return CONSUMER_FAIL;
+        if (db_exec_later(conn, "order amount",
+                          "UPDATE orders SET amount = $2::numeric WHERE order_id = $1::bigint", 2,
+                          params) != 0)
             return -1;
-        }
-        snprintf(amount, sizeof(amount), "%s", PQgetvalue(res, 0, 0));
-        PQclear(res);
         cJSON *payload = cJSON_CreateObject();
         cJSON_AddStringToObject(payload, "amount", amount);
         return saga_step(conn, saga, type, "opening_payment", id, NULL) != 0 ||
@@ -328,7 +338,7 @@ static int advance(PGconn *conn, const struct consumer_message *msg, const struc
         /* Nothing was taken, so there is nothing to compensate. */
         saga->stock_released = saga->payment_voided = 1;
         return saga_step(conn, saga, type, "cancelled", id, reason) != 0 ||
-                       order_update(conn, msg, saga->order_id, ORDER_CANCELLED,
+                       order_update(conn, msg, saga, ORDER_CANCELLED,
                                     reason ? reason : "out of stock", NULL) != 0
                    ? -1
                    : 0;
@@ -342,14 +352,14 @@ static int advance(PGconn *conn, const struct consumer_message *msg, const struc
         return saga_step(conn, saga, type, "awaiting_payment", id, payment_id) != 0 ||
                        timer_set(conn, saga->saga_id, "payment_timeout", cfg->payment_timeout_ms) !=
                            0 ||
-                       order_update(conn, msg, saga->order_id, ORDER_PENDING, NULL, payment_id) != 0
+                       order_update(conn, msg, saga, ORDER_PENDING, NULL, payment_id) != 0
                    ? -1
                    : 0;
     }
     if (strcmp(type, MSG_PAYMENT_SUCCEEDED) == 0 && strcmp(state, "awaiting_payment") == 0) {
         return saga_step(conn, saga, type, "dispatching", id, NULL) != 0 ||
                        timer_clear(conn, saga->saga_id, "payment_timeout") != 0 ||
-                       order_update(conn, msg, saga->order_id, ORDER_PAID, NULL, NULL) != 0 ||
+                       order_update(conn, msg, saga, ORDER_PAID, NULL, NULL) != 0 ||
                        command(conn, msg, saga, TOPIC_INVENTORY_COMMANDS, MSG_COMMIT_STOCK, NULL) !=
                            0 ||
                        command(conn, msg, saga, TOPIC_DISPATCH_COMMANDS, MSG_START_DISPATCH,
@@ -366,7 +376,7 @@ static int advance(PGconn *conn, const struct consumer_message *msg, const struc
                                       payload_str(msg->env->payload, "outcome"));
     if (strcmp(type, MSG_DISPATCH_COMPLETED) == 0 && strcmp(state, "dispatching") == 0) {
         return saga_step(conn, saga, type, "completed", id, NULL) != 0 ||
-                       order_update(conn, msg, saga->order_id, ORDER_DISPATCHED, NULL, NULL) != 0
+                       order_update(conn, msg, saga, ORDER_DISPATCHED, NULL, NULL) != 0
                    ? -1
                    : 0;
     }

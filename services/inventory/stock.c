@@ -22,26 +22,18 @@ const char *const stock_handled_types[] = {MSG_RESTOCK, MSG_RESERVE_STOCK, MSG_R
 
 #define SERVICE "inventory"
 
-/* Emits a product_updated snapshot of product_id. Returns 0 or -1. */
-static int emit_product(PGconn *conn, const struct consumer_message *msg, const char *product_id)
-{
-    const char *params[] = {product_id};
-    PGresult *res = db_query(conn, "product snapshot",
-                             "SELECT product_id, name, description, price::text, available, "
-                             "reserved, sold, initial, restocked, version FROM products "
-                             "WHERE product_id = $1::int",
-                             1, params);
-    cJSON *payload;
-    char key[32];
-    int rc;
+/* The columns emit_product_row() reads, in its order. */
+#define PRODUCT_COLUMNS                                                                            \
+    "product_id, name, description, price::text, available, reserved, sold, initial, restocked, "  \
+    "version"
 
-    if (res == NULL)
-        return -1;
-    if (PQntuples(res) != 1) {
-        PQclear(res);
-        return 0;
-    }
-    payload = cJSON_CreateObject();
+/* Emits a product_updated snapshot from row 0 of res (PRODUCT_COLUMNS).
+ * Returns 0 or -1. */
+static int emit_product_row(PGconn *conn, const struct consumer_message *msg, const PGresult *res)
+{
+    cJSON *payload = cJSON_CreateObject();
+    char key[32];
+
     cJSON_AddNumberToObject(payload, "product_id", atoi(PQgetvalue(res, 0, 0)));
     cJSON_AddStringToObject(payload, "product", PQgetvalue(res, 0, 1));
     cJSON_AddStringToObject(payload, "description", PQgetvalue(res, 0, 2));
@@ -52,22 +44,48 @@ static int emit_product(PGconn *conn, const struct consumer_message *msg, const 
     cJSON_AddNumberToObject(payload, "initial", atoi(PQgetvalue(res, 0, 7)));
     cJSON_AddNumberToObject(payload, "restocked", atoi(PQgetvalue(res, 0, 8)));
     cJSON_AddNumberToObject(payload, "version", atof(PQgetvalue(res, 0, 9)));
-    snprintf(key, sizeof(key), "product-%s", product_id);
+    snprintf(key, sizeof(key), "product-%s", PQgetvalue(res, 0, 0));
+    return payload_emit(conn, TOPIC_INVENTORY_EVENTS, key, MSG_PRODUCT_UPDATED, SERVICE, msg, key,
+                        payload);
+}
+
+/*
+ * Runs a stock change (an UPDATE of products RETURNING PRODUCT_COLUMNS) and,
+ * when it changed the product, emits the new snapshot. Returns 1 when a row
+ * changed, 0 when none did, -1 on failure. price (capacity 32), when not
+ * NULL, gets the unit price.
+ */
+static int change_stock(PGconn *conn, const struct consumer_message *msg, const char *what,
+                        const char *sql, int nparams, const char *const *params, char *price)
+{
+    PGresult *res = db_query(conn, what, sql, nparams, params);
+    int changed;
+
+    if (res == NULL)
+        return -1;
+    changed = PQntuples(res) == 1;
+    if (changed && price)
+        snprintf(price, 32, "%s", PQgetvalue(res, 0, 3));
+    if (changed && emit_product_row(conn, msg, res) != 0)
+        changed = -1;
     PQclear(res);
-    rc = payload_emit(conn, TOPIC_INVENTORY_EVENTS, key, MSG_PRODUCT_UPDATED, SERVICE, msg, key,
-                      payload);
-    return rc;
+    return changed;
 }
 
 /* Emits a reply about order_id (stock_reserved, stock_rejected, ...). A
- * stock_reserved reply carries the unit price, which inventory owns. */
+ * stock_reserved reply carries the unit price, which inventory owns: given,
+ * or read from the reservation when unit_price is NULL. */
 static int emit_reply(PGconn *conn, const struct consumer_message *msg, const char *type,
-                      long long order_id, const char *reason)
+                      long long order_id, const char *reason, const char *unit_price,
+                      const char *quantity)
 {
     cJSON *payload = cJSON_CreateObject();
 
     cJSON_AddNumberToObject(payload, "order_id", (double)order_id);
-    if (strcmp(type, MSG_STOCK_RESERVED) == 0) {
+    if (strcmp(type, MSG_STOCK_RESERVED) == 0 && unit_price != NULL) {
+        cJSON_AddStringToObject(payload, "unit_price", unit_price);
+        cJSON_AddNumberToObject(payload, "quantity", atoi(quantity));
+    } else if (strcmp(type, MSG_STOCK_RESERVED) == 0) {
         char order_text[32];
         const char *params[] = {order_text};
         PGresult *res;
@@ -126,49 +144,47 @@ static int reserve(PGconn *conn, const struct consumer_message *msg, long long o
     payload_int(msg->env->payload, "product_id", &product);
     payload_int(msg->env->payload, "quantity", &quantity);
     if (quantity < 1 || quantity > 1000)
-        return emit_reply(conn, msg, MSG_STOCK_REJECTED, order, "invalid quantity");
+        return emit_reply(conn, msg, MSG_STOCK_REJECTED, order, "invalid quantity", NULL, NULL);
     found = load_reservation(conn, order_id, status, sizeof(status), product_id, quantity_text);
     if (found < 0)
         return -1;
     if (found) {
         /* Asked again: answer as the first time. */
         if (strcmp(status, "reserved") == 0 || strcmp(status, "committed") == 0)
-            return emit_reply(conn, msg, MSG_STOCK_RESERVED, order, NULL);
+            return emit_reply(conn, msg, MSG_STOCK_RESERVED, order, NULL, NULL, NULL);
         return emit_reply(conn, msg, MSG_STOCK_REJECTED, order,
                           strcmp(status, "released") == 0 ? "reservation already released"
-                                                          : "out of stock");
+                                                          : "out of stock",
+                          NULL, NULL);
     }
     snprintf(product_id, sizeof(product_id), "%lld", product);
     snprintf(quantity_text, sizeof(quantity_text), "%lld", quantity);
     {
         const char *params[] = {product_id, quantity_text};
-        PGresult *res = db_query(conn, "reserve",
-                                 "UPDATE products SET available = available - $2::int, "
-                                 "reserved = reserved + $2::int, version = version + 1 "
-                                 "WHERE product_id = $1::int AND available >= $2::int",
-                                 2, params);
-        int reserved;
+        char price[32];
+        int reserved = change_stock(conn, msg, "reserve",
+                                    "UPDATE products SET available = available - $2::int, "
+                                    "reserved = reserved + $2::int, version = version + 1 "
+                                    "WHERE product_id = $1::int AND available >= $2::int "
+                                    "RETURNING " PRODUCT_COLUMNS,
+                                    2, params, price);
 
-        if (res == NULL)
+        if (reserved < 0)
             return -1;
-        reserved = strcmp(PQcmdTuples(res), "1") == 0;
-        PQclear(res);
         const char *insert[] = {order_id, product_id, quantity_text,
                                 reserved ? "reserved" : "rejected",
                                 reserved ? NULL : "out of stock"};
-        if (db_exec(conn, "reservation insert",
-                    "INSERT INTO reservations (order_id, product_id, quantity, status, reason) "
-                    "VALUES ($1::bigint, $2::int, $3::int, $4, $5)",
-                    5, insert) != 0)
+        if (db_exec_later(conn, "reservation insert",
+                          "INSERT INTO reservations (order_id, product_id, quantity, status, "
+                          "reason) VALUES ($1::bigint, $2::int, $3::int, $4, $5)",
+                          5, insert) != 0)
             return -1;
         if (!reserved) {
             log_info("msg=\"out of stock\" order_id=%s saga_id=%s", order_id, msg->env->saga_id);
-            return emit_reply(conn, msg, MSG_STOCK_REJECTED, order, "out of stock");
+            return emit_reply(conn, msg, MSG_STOCK_REJECTED, order, "out of stock", NULL, NULL);
         }
         crashpoint("inventory.after_reserve");
-        if (emit_reply(conn, msg, MSG_STOCK_RESERVED, order, NULL) != 0)
-            return -1;
-        return emit_product(conn, msg, product_id);
+        return emit_reply(conn, msg, MSG_STOCK_RESERVED, order, NULL, price, quantity_text);
     }
 }
 
@@ -195,34 +211,32 @@ static int settle(PGconn *conn, const struct consumer_message *msg, long long or
                     "VALUES ($1::bigint, 1, 1, 'released', 'released before reserved')",
                     1, params) != 0)
             return -1;
-        return emit_reply(conn, msg, reply, order, NULL);
+        return emit_reply(conn, msg, reply, order, NULL, NULL, NULL);
     }
     if (strcmp(status, "reserved") != 0) {
         /* Already settled, or rejected: answer without touching stock. */
         if (commit && strcmp(status, "committed") != 0)
             log_warn("msg=\"commit of a reservation that is %s\" order_id=%s", status, order_id);
-        return emit_reply(conn, msg, reply, order, NULL);
+        return emit_reply(conn, msg, reply, order, NULL, NULL, NULL);
     }
     {
         const char *params[] = {product_id, quantity};
         const char *sql = commit ? "UPDATE products SET reserved = reserved - $2::int, "
                                    "sold = sold + $2::int, version = version + 1 "
-                                   "WHERE product_id = $1::int"
+                                   "WHERE product_id = $1::int RETURNING " PRODUCT_COLUMNS
                                  : "UPDATE products SET reserved = reserved - $2::int, "
                                    "available = available + $2::int, version = version + 1 "
-                                   "WHERE product_id = $1::int";
+                                   "WHERE product_id = $1::int RETURNING " PRODUCT_COLUMNS;
         const char *update[] = {order_id, commit ? "committed" : "released"};
 
-        if (db_exec(conn, "settle stock", sql, 2, params) != 0 ||
-            db_exec(conn, "settle reservation",
-                    "UPDATE reservations SET status = $2, updated_at = now() "
-                    "WHERE order_id = $1::bigint",
-                    2, update) != 0)
+        if (db_exec_later(conn, "settle reservation",
+                          "UPDATE reservations SET status = $2, updated_at = now() "
+                          "WHERE order_id = $1::bigint",
+                          2, update) != 0 ||
+            change_stock(conn, msg, "settle stock", sql, 2, params, NULL) < 0)
             return -1;
     }
-    if (emit_reply(conn, msg, reply, order, NULL) != 0)
-        return -1;
-    return emit_product(conn, msg, product_id);
+    return emit_reply(conn, msg, reply, order, NULL, NULL, NULL);
 }
 
 static int restock(PGconn *conn, const struct consumer_message *msg)
@@ -238,14 +252,25 @@ static int restock(PGconn *conn, const struct consumer_message *msg)
     snprintf(level_text, sizeof(level_text), "%lld", level);
     const char *params[] = {product_id, level_text};
     /* Only ever adds stock: what is reserved or sold stays accounted for. */
-    if (db_exec(conn, "restock",
-                "UPDATE products SET restocked = restocked + ($2::int - available), "
-                "available = $2::int, version = version + 1 "
-                "WHERE product_id = $1::int AND available < $2::int",
-                2, params) != 0)
+    switch (change_stock(conn, msg, "restock",
+                         "UPDATE products SET restocked = restocked + ($2::int - available), "
+                         "available = $2::int, version = version + 1 "
+                         "WHERE product_id = $1::int AND available < $2::int "
+                         "RETURNING " PRODUCT_COLUMNS,
+                         2, params, NULL)) {
+    case -1:
         return -1;
-    log_info("msg=\"restocked\" product_id=%s level=%s", product_id, level_text);
-    return emit_product(conn, msg, product_id);
+    case 0:
+        /* Already at or above the level: the current snapshot confirms it. */
+        return change_stock(conn, msg, "product snapshot",
+                            "SELECT " PRODUCT_COLUMNS " FROM products WHERE product_id = $1::int",
+                            1, params, NULL) < 0
+                   ? -1
+                   : 0;
+    default:
+        log_info("msg=\"restocked\" product_id=%s level=%s", product_id, level_text);
+        return 0;
+    }
 }
 
 int stock_handle(PGconn *conn, const struct consumer_message *msg, void *arg, char *err,

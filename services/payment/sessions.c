@@ -97,14 +97,14 @@ static int set_status(PGconn *conn, const char *payment_id, const char *status,
 {
     const char *params[] = {payment_id, status, provider_result};
 
-    return db_exec(conn, "payment update",
-                   "UPDATE payments SET status = $2, "
-                   "provider_result = coalesce(provider_result, $3), "
-                   "captured_at = CASE WHEN $2 IN ('captured', 'refunded') "
-                   "THEN coalesce(captured_at, now()) ELSE captured_at END, "
-                   "refunded_at = CASE WHEN $2 = 'refunded' THEN now() ELSE refunded_at END, "
-                   "updated_at = now() WHERE payment_id = $1::uuid",
-                   3, params);
+    return db_exec_later(conn, "payment update",
+                         "UPDATE payments SET status = $2, "
+                         "provider_result = coalesce(provider_result, $3), "
+                         "captured_at = CASE WHEN $2 IN ('captured', 'refunded') "
+                         "THEN coalesce(captured_at, now()) ELSE captured_at END, "
+                         "refunded_at = CASE WHEN $2 = 'refunded' THEN now() ELSE refunded_at END, "
+                         "updated_at = now() WHERE payment_id = $1::uuid",
+                         3, params);
 }
 
 static int provider_result(PGconn *conn, const struct consumer_message *msg)

@@ -530,8 +530,8 @@ static int cmd_pipeline(void)
     db_begin(conn);
     pipeline_insert_later(conn, "3");
     failures += check("read_sees_queued_writes", pipeline_rows(conn) == 3);
-    failures += check("rollback_discards_them", db_rollback(conn) == 0 && db_idle(conn) &&
-                                                    pipeline_rows(conn) == 2);
+    failures += check("rollback_discards_them",
+                      db_rollback(conn) == 0 && db_idle(conn) && pipeline_rows(conn) == 2);
 
     /* A queued statement that fails makes the COMMIT fail, with its SQLSTATE;
      * nothing of the transaction stays, and the connection is usable. */
@@ -572,9 +572,8 @@ static int cmd_pipeline(void)
     }
 
     /* Outside a transaction a queued statement runs at once. */
-    failures += check("autocommit_runs_at_once",
-                      pipeline_insert_later(conn, "7") == 0 && db_idle(conn) &&
-                          pipeline_rows(conn) == 3);
+    failures += check("autocommit_runs_at_once", pipeline_insert_later(conn, "7") == 0 &&
+                                                     db_idle(conn) && pipeline_rows(conn) == 3);
 
     /* An empty transaction costs nothing and leaves the connection idle. */
     db_begin(conn);
