@@ -108,7 +108,8 @@ port = $PORT
 unix_socket_directories = '$RUN_DIR'
 unix_socket_permissions = 0700
 max_connections = 200
-shared_buffers = 128MB
+# Enough to keep the hot indexes (inbox, sagas, orders) in memory under load.
+shared_buffers = 512MB
 fsync = on
 synchronous_commit = on
 full_page_writes = on

@@ -62,7 +62,8 @@ void envelope_free(struct envelope *env);
 /* Returns 1 if text is a canonical 36-character UUID, else 0. */
 int envelope_is_uuid(const char *text);
 
-/* Writes a fresh random UUID (36 chars + NUL) into out. */
+/* Writes a fresh UUID (36 chars + NUL) into out: version 7, so ids made in a
+ * later millisecond sort after earlier ones; the rest is random. */
 void envelope_new_uuid(char out[ENVELOPE_UUID_LEN + 1]);
 
 /* Writes the current UTC time as RFC 3339 with milliseconds into out. */

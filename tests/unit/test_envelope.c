@@ -2,10 +2,13 @@
  * test_envelope.c - envelope round trip, and rejection of malformed,
  * truncated, oversized and incomplete input.
  */
+#define _POSIX_C_SOURCE 200809L
 #include <check.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "envelope.h"
 
@@ -187,6 +190,34 @@ START_TEST(helpers_validate_uuid_and_time)
 }
 END_TEST
 
+START_TEST(new_ids_are_version_7_and_sort_by_time)
+{
+    char first[ENVELOPE_UUID_LEN + 1], second[ENVELOPE_UUID_LEN + 1], other[ENVELOPE_UUID_LEN + 1];
+    struct timespec pause = {0, 2000000}, now;
+    unsigned long long stamp = 0, ms;
+
+    envelope_new_uuid(first);
+    envelope_new_uuid(other);
+    nanosleep(&pause, NULL);
+    envelope_new_uuid(second);
+    clock_gettime(CLOCK_REALTIME, &now);
+    ms = (unsigned long long)now.tv_sec * 1000u + (unsigned long long)now.tv_nsec / 1000000u;
+    ck_assert(envelope_is_uuid(first) && envelope_is_uuid(second));
+    ck_assert_int_eq(first[14], '7');
+    ck_assert(strchr("89ab", first[19]) != NULL);
+    ck_assert_str_ne(first, other); /* same millisecond, still unique */
+    ck_assert_int_lt(strcmp(first, second), 0);
+    /* The first 48 bits are the Unix time in milliseconds. */
+    for (int i = 0; i < 13; i++) {
+        if (second[i] != '-')
+            stamp = stamp * 16 + (unsigned long long)(isdigit((unsigned char)second[i])
+                                                          ? second[i] - '0'
+                                                          : second[i] - 'a' + 10);
+    }
+    ck_assert(stamp <= ms && ms - stamp < 1000);
+}
+END_TEST
+
 START_TEST(build_rejects_overlong_strings_and_frees_payload)
 {
     struct envelope env;
@@ -215,6 +246,7 @@ int main(void)
     tcase_add_test(tc, malformed_input_is_rejected_with_a_reason);
     tcase_add_test(tc, overlong_fields_are_rejected);
     tcase_add_test(tc, helpers_validate_uuid_and_time);
+    tcase_add_test(tc, new_ids_are_version_7_and_sort_by_time);
     tcase_add_test(tc, build_rejects_overlong_strings_and_frees_payload);
     suite_add_tcase(suite, tc);
     runner = srunner_create(suite);
