@@ -220,14 +220,18 @@ static int pipeline_send(PGconn *conn, struct conn_state *state, const char *wha
  * and leaves pipeline mode. The first failure is logged and recorded (later
  * requests are then skipped by the server). When last is not NULL and every
  * request succeeded, *last gets the last request's result (the caller
- * PQclear()s it). Returns 0 if every request succeeded, else -1.
+ * PQclear()s it). When succeeded is not NULL, it gets how many requests, from
+ * the first, are known to have succeeded. Returns 0 if every request
+ * succeeded, else -1.
  */
-static int pipeline_sync(PGconn *conn, struct conn_state *state, PGresult **last)
+static int pipeline_sync(PGconn *conn, struct conn_state *state, PGresult **last, int *succeeded)
 {
     int count = state->pending_count, failed = 0, logged = 0;
     PGresult *res;
 
     state->pending_count = 0;
+    if (succeeded)
+        *succeeded = 0;
     if (last)
         *last = NULL;
     if (PQpipelineSync(conn) != 1)
@@ -252,6 +256,8 @@ static int pipeline_sync(PGconn *conn, struct conn_state *state, PGresult **last
             }
             failed = 1;
         }
+        if (succeeded && !failed)
+            *succeeded = k + 1;
         if (last && k == count - 1 && !failed)
             *last = res;
         else
@@ -284,10 +290,10 @@ static PGresult *pipeline_run(PGconn *conn, struct conn_state *state, const char
     PGresult *res;
 
     if (pipeline_send(conn, state, what, sql, nparams, params) != 0) {
-        pipeline_sync(conn, state, NULL);
+        pipeline_sync(conn, state, NULL, NULL);
         return NULL;
     }
-    pipeline_sync(conn, state, &res);
+    pipeline_sync(conn, state, &res, NULL);
     return res;
 }
 
@@ -332,10 +338,10 @@ int db_exec_later(PGconn *conn, const char *what, const char *sql, int nparams,
     if (state == NULL || (!has_queued(state) && PQtransactionStatus(conn) != PQTRANS_INTRANS))
         return db_exec(conn, what, sql, nparams, params);
     last_sqlstate[0] = '\0';
-    if (state->pending_count >= 2 * PIPELINE_MAX && pipeline_sync(conn, state, NULL) != 0)
+    if (state->pending_count >= 2 * PIPELINE_MAX && pipeline_sync(conn, state, NULL, NULL) != 0)
         return -1;
     if (pipeline_send(conn, state, what, sql, nparams, params) != 0) {
-        pipeline_sync(conn, state, NULL);
+        pipeline_sync(conn, state, NULL, NULL);
         return -1;
     }
     return 0;
@@ -423,55 +429,119 @@ static size_t append_element(char *out, size_t len, const char *s)
     return len;
 }
 
-/* Sends the notifications queued on conn, in one statement of its own. */
+/* Notifying assigns a transaction id, so the notifying transaction writes
+ * WAL; it need not wait for the flush (a lost notification only delays the
+ * listener), and it holds the notify lock while it commits. A failure,
+ * likewise, only delays the listeners until their poll. */
+static const char notify_sql[] = "SELECT set_config('synchronous_commit', 'off', true), "
+                                 "pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS n(c, p)";
+
+static int no_local_listener(const char *channel, const char *payload)
+{
+    int none = 1;
+
+    (void)payload;
+    pthread_mutex_lock(&local_listeners_lock);
+    for (int i = 0; i < LOCAL_LISTENERS_MAX; i++) {
+        if (local_listeners[i].fn && strcmp(local_listeners[i].channel, channel) == 0)
+            none = 0;
+    }
+    pthread_mutex_unlock(&local_listeners_lock);
+    return none;
+}
+
+static int not_delivered_locally(const char *channel, const char *payload)
+{
+    return !deliver_locally(channel, payload);
+}
+
+/*
+ * Takes the queued notifications for which take(channel, payload) is true
+ * off the queue, as the two array parameters of notify_sql in *channels and
+ * *payloads (free both). Returns how many (0: nothing to send).
+ */
+static int take_notifications(struct conn_state *state, int (*take)(const char *, const char *),
+                              char **channels, char **payloads)
+{
+    size_t clen = 1, plen = 1;
+    int kept = 0, taken = 0;
+
+    /* Worst case: every byte escaped, plus quotes and commas. */
+    *channels = malloc((size_t)state->notify_count * (2 * sizeof(state->channels[0]) + 3) + 3);
+    *payloads = malloc((size_t)state->notify_count * (2 * sizeof(state->payloads[0]) + 3) + 3);
+    if (*channels == NULL || *payloads == NULL)
+        return 0;
+    (*channels)[0] = (*payloads)[0] = '{';
+    for (int i = 0; i < state->notify_count; i++) {
+        if (take(state->channels[i], state->payloads[i])) {
+            clen = append_element(*channels, clen, state->channels[i]);
+            plen = append_element(*payloads, plen, state->payloads[i]);
+            taken++;
+            continue;
+        }
+        if (kept != i) {
+            memcpy(state->channels[kept], state->channels[i], sizeof(state->channels[0]));
+            memcpy(state->payloads[kept], state->payloads[i], sizeof(state->payloads[0]));
+        }
+        kept++;
+    }
+    state->notify_count = kept;
+    (*channels)[clen++] = '}';
+    (*channels)[clen] = '\0';
+    (*payloads)[plen++] = '}';
+    (*payloads)[plen] = '\0';
+    return taken;
+}
+
+/* After a commit: offers each queued notification to this process's
+ * listeners, and sends the rest in one statement of its own. */
 static void send_pending_notifications(PGconn *conn)
 {
     struct conn_state *state = PQinstanceData(conn, db_event);
-    size_t clen = 1, plen = 1;
-    char *channels, *payloads;
-    int remote = 0;
+    char *channels = NULL, *payloads = NULL;
 
     if (state == NULL || state->notify_count == 0)
         return;
-    /* Keep only what no listener in this process took. */
-    for (int i = 0; i < state->notify_count; i++) {
-        if (deliver_locally(state->channels[i], state->payloads[i]))
-            continue;
-        if (remote != i) {
-            memcpy(state->channels[remote], state->channels[i], sizeof(state->channels[0]));
-            memcpy(state->payloads[remote], state->payloads[i], sizeof(state->payloads[0]));
-        }
-        remote++;
-    }
-    state->notify_count = remote;
-    if (remote == 0)
-        return;
-    /* Worst case: every byte escaped, plus quotes and commas. */
-    channels = malloc((size_t)state->notify_count * (2 * sizeof(state->channels[0]) + 3) + 3);
-    payloads = malloc((size_t)state->notify_count * (2 * sizeof(state->payloads[0]) + 3) + 3);
-    if (channels && payloads) {
-        channels[0] = payloads[0] = '{';
-        for (int i = 0; i < state->notify_count; i++) {
-            clen = append_element(channels, clen, state->channels[i]);
-            plen = append_element(payloads, plen, state->payloads[i]);
-        }
-        channels[clen++] = '}';
-        channels[clen] = '\0';
-        payloads[plen++] = '}';
-        payloads[plen] = '\0';
+    if (take_notifications(state, not_delivered_locally, &channels, &payloads) > 0) {
         const char *params[] = {channels, payloads};
-        /* Notifying assigns a transaction id, so this commit writes WAL; it
-         * need not wait for the flush (a lost notification only delays the
-         * listener), and it holds the notify lock while it commits. A
-         * failure, likewise, only delays the listeners until their poll. */
-        db_exec(conn, "notify",
-                "SELECT set_config('synchronous_commit', 'off', true), pg_notify(c, p) "
-                "FROM unnest($1::text[], $2::text[]) AS n(c, p)",
-                2, params);
+
+        db_exec(conn, "notify", notify_sql, 2, params);
     }
     free(channels);
     free(payloads);
     state->notify_count = 0;
+}
+
+/*
+ * Sends COMMIT after everything queued, and behind it (as a transaction of
+ * its own, in the same round trip) the notifications no listener in this
+ * process could take. Returns 0 if the COMMIT succeeded, whatever became of
+ * the notifications.
+ */
+static int pipeline_commit(PGconn *conn, struct conn_state *state)
+{
+    char *channels = NULL, *payloads = NULL;
+    int remote = state->notify_count > 0
+                     ? take_notifications(state, no_local_listener, &channels, &payloads)
+                     : 0;
+    int committed = 0, succeeded;
+
+    if (pipeline_send(conn, state, "commit", "COMMIT", 0, NULL) == 0) {
+        int commit_index = state->pending_count - 1;
+
+        if (remote > 0) {
+            const char *params[] = {channels, payloads};
+
+            pipeline_send(conn, state, "notify", notify_sql, 2, params);
+        }
+        pipeline_sync(conn, state, NULL, &succeeded);
+        committed = succeeded > commit_index;
+    } else {
+        pipeline_sync(conn, state, NULL, NULL);
+    }
+    free(channels);
+    free(payloads);
+    return committed ? 0 : -1;
 }
 
 int db_begin(PGconn *conn)
@@ -502,11 +572,14 @@ int db_commit(PGconn *conn)
     struct conn_state *state = conn ? PQinstanceData(conn, db_event) : NULL;
     int rc;
 
+    last_sqlstate[0] = '\0';
     if (state != NULL && state->begin_queued && state->pending_count == 0) {
         state->begin_queued = 0; /* nothing was sent: nothing to commit */
         rc = 0;
+    } else if (state != NULL && has_queued(state)) {
+        rc = pipeline_commit(conn, state);
     } else {
-        rc = db_exec(conn, "commit", "COMMIT", 0, NULL); /* with anything queued */
+        rc = db_exec(conn, "commit", "COMMIT", 0, NULL);
     }
     if (rc != 0) {
         rollback_if_aborted(conn);
@@ -525,7 +598,7 @@ int db_rollback(PGconn *conn)
     if (state != NULL) {
         state->begin_queued = 0;
         if (state->pending_count > 0)
-            pipeline_sync(conn, state, NULL); /* their fate no longer matters */
+            pipeline_sync(conn, state, NULL, NULL); /* their fate no longer matters */
     }
     if (db_is_broken(conn))
         return -1;
