@@ -2,12 +2,16 @@
  * consumer.h - the idempotent consumer (inbox pattern). A thread polls Kafka
  * and, for each message, runs one local transaction:
  *
- *   INSERT INTO inbox (message id)  -- a conflict means "already done": skip
+ *   INSERT INTO inbox (message id)  -- the primary key admits it once
  *   handler(conn, message)          -- state change + outbox_enqueue() calls
  *   COMMIT
  *
  * and only then stores the offset for commit. Redeliveries, duplicates and
- * replays from offset 0 therefore change nothing.
+ * replays from offset 0 therefore change nothing. The inbox row is queued
+ * (db_exec_later) and travels with the handler's first statement, so it
+ * costs no round trip of its own; for a message handled before, it fails the
+ * transaction, which is rolled back, and finding the inbox row then marks the
+ * message done (a duplicate: counted, nothing applied).
  *
  * Under load, the messages already fetched (up to batch_max) share one such
  * transaction, each with its own inbox row, so a burst costs one commit; if

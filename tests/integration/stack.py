@@ -13,8 +13,8 @@ import time
 import urllib.error
 import urllib.request
 
-from harness import (BUILD_DIR, BROKERS, MSGTEST, ROOT, Database, Process, free_port,
-                     unique_name, wait_until)
+from harness import (BUILD_DIR, BROKERS, MSGTEST, ROOT, Database, Process, delete_topics,
+                     free_port, unique_name, wait_until)
 
 SERVICES = ["inventory", "payment", "dispatch", "checkout", "api"]
 CONSUMES = {
@@ -143,6 +143,7 @@ class Stack:
         self.stop()
         for db in self.dbs.values():
             db.drop()
+        delete_topics(self.prefix)
 
     # --- HTTP helpers -------------------------------------------------------
 

@@ -15,6 +15,8 @@
  *   msgtest produce TOPIC KEY        produce stdin as one raw message
  *   msgtest dump TOPIC               print every message of TOPIC, one per line
  *   msgtest lag GROUP TOPIC          print GROUP's total lag on TOPIC
+ *   msgtest delete-topics PREFIX     delete every topic whose name starts with
+ *                                    PREFIX (tests clean up after themselves)
  *   msgtest pipeline                 check db.c's queued statements (lazy BEGIN,
  *                                    db_exec_later) against the database; prints
  *                                    "ok NAME" or "FAIL NAME" per check
@@ -484,6 +486,57 @@ static int cmd_lag(const char *group_id, const char *name)
     return 0;
 }
 
+static int cmd_delete_topics(const char *prefix)
+{
+    rd_kafka_t *rk = group_client("msgtest-admin");
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_DeleteTopic_t **doomed = NULL;
+    rd_kafka_queue_t *queue = NULL;
+    rd_kafka_event_t *event;
+    size_t count = 0;
+    int rc = 1;
+
+    if (rk == NULL)
+        return 1;
+    if (rd_kafka_metadata(rk, 1, NULL, &md, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        fprintf(stderr, "delete-topics: no metadata\n");
+        goto out;
+    }
+    doomed = calloc((size_t)md->topic_cnt + 1, sizeof(*doomed));
+    if (doomed == NULL)
+        goto out;
+    for (int i = 0; i < md->topic_cnt; i++) {
+        if (strncmp(md->topics[i].topic, prefix, strlen(prefix)) == 0)
+            doomed[count++] = rd_kafka_DeleteTopic_new(md->topics[i].topic);
+    }
+    if (count == 0) {
+        rc = 0;
+        goto out;
+    }
+    queue = rd_kafka_queue_new(rk);
+    rd_kafka_DeleteTopics(rk, doomed, count, NULL, queue);
+    event = rd_kafka_queue_poll(queue, 30000);
+    if (event != NULL && rd_kafka_event_error(event) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        printf("deleted %zu topics\n", count);
+        rc = 0;
+    } else {
+        fprintf(stderr, "delete-topics: %s\n",
+                event ? rd_kafka_event_error_string(event) : "timed out");
+    }
+    if (event)
+        rd_kafka_event_destroy(event);
+out:
+    if (doomed)
+        rd_kafka_DeleteTopic_destroy_array(doomed, count);
+    free(doomed);
+    if (queue)
+        rd_kafka_queue_destroy(queue);
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
 /* Rows of table pipeline_check, or -1 on failure. */
 static long pipeline_rows(PGconn *conn)
 {
@@ -621,7 +674,9 @@ int main(int argc, char **argv)
         return cmd_lag(argv[2], argv[3]);
     if (strcmp(command, "pipeline") == 0)
         return cmd_pipeline();
+    if (strcmp(command, "delete-topics") == 0 && argc == 3 && argv[2][0] != '\0')
+        return cmd_delete_topics(argv[2]);
     fprintf(stderr, "usage: msgtest relay|consume|write FIRST COUNT [ROLLBACK_EVERY]|poison SEQ|"
-                    "produce TOPIC KEY|dump TOPIC|lag GROUP TOPIC|pipeline\n");
+                    "produce TOPIC KEY|dump TOPIC|lag GROUP TOPIC|pipeline|delete-topics PREFIX\n");
     return 2;
 }
