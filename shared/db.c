@@ -134,22 +134,30 @@ static void note_failure(PGconn *conn, const char *what, PGresult *res)
 }
 
 /*
+ * The cache slot of sql: its index when prepared, cache->count when it is
+ * not prepared yet (prepare it as "s<index>"), or -1 when the cache is full.
+ */
+static int cache_slot(const struct conn_state *cache, const char *sql)
+{
+    int i;
+
+    for (i = 0; i < cache->count && cache->sql[i] != sql; i++)
+        ;
+    return i == STATEMENT_CACHE_MAX ? -1 : i;
+}
+
+/*
  * Executes sql as a prepared statement, preparing it first if this connection
  * has not seen it. Returns NULL (nothing sent) when the cache is full or
  * missing, or the PGresult of the preparation when that failed.
  */
-static PGresult *exec_prepared(PGconn *conn, const char *sql, int nparams,
+static PGresult *exec_prepared(PGconn *conn, struct conn_state *cache, const char *sql, int nparams,
                                const char *const *params)
 {
-    struct conn_state *cache = PQinstanceData(conn, db_event);
     char name[16];
-    int i;
+    int i = cache ? cache_slot(cache, sql) : -1;
 
-    if (cache == NULL)
-        return NULL;
-    for (i = 0; i < cache->count && cache->sql[i] != sql; i++)
-        ;
-    if (i == STATEMENT_CACHE_MAX)
+    if (i < 0)
         return NULL;
     snprintf(name, sizeof(name), "s%d", i);
     if (i == cache->count) {
@@ -192,12 +200,8 @@ static int pipeline_send(PGconn *conn, struct conn_state *state, const char *wha
             return -1;
         push_pending(state, "begin", -1);
     }
-    if (nparams > 0) {
-        for (i = 0; i < state->count && state->sql[i] != sql; i++)
-            ;
-        if (i == STATEMENT_CACHE_MAX)
-            i = -1;
-    }
+    if (nparams > 0)
+        i = cache_slot(state, sql);
     if (i >= 0) {
         snprintf(name, sizeof(name), "s%d", i);
         if (i == state->count) {
@@ -300,15 +304,17 @@ static PGresult *pipeline_run(PGconn *conn, struct conn_state *state, const char
 PGresult *db_query(PGconn *conn, const char *what, const char *sql, int nparams,
                    const char *const *params)
 {
+    struct conn_state *state;
     PGresult *res;
     ExecStatusType status;
 
     last_sqlstate[0] = '\0';
     if (conn == NULL)
         return NULL;
-    if (has_queued(PQinstanceData(conn, db_event)))
-        return pipeline_run(conn, PQinstanceData(conn, db_event), what, sql, nparams, params);
-    res = nparams > 0 ? exec_prepared(conn, sql, nparams, params) : NULL;
+    state = PQinstanceData(conn, db_event);
+    if (has_queued(state))
+        return pipeline_run(conn, state, what, sql, nparams, params);
+    res = nparams > 0 ? exec_prepared(conn, state, sql, nparams, params) : NULL;
     if (res == NULL)
         res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
     status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
@@ -366,17 +372,25 @@ int db_notify_after_commit(PGconn *conn, const char *channel, const char *payloa
     return 0;
 }
 
+/* The slot of this process's listener for channel, or -1. Call with
+ * local_listeners_lock held. */
+static int listener_slot(const char *channel)
+{
+    for (int i = 0; i < LOCAL_LISTENERS_MAX; i++) {
+        if (local_listeners[i].fn && strcmp(local_listeners[i].channel, channel) == 0)
+            return i;
+    }
+    return -1;
+}
+
 void db_set_local_listener(const char *channel, db_local_listener_fn fn, void *arg)
 {
-    int free_slot = -1;
+    int free_slot;
 
     pthread_mutex_lock(&local_listeners_lock);
-    for (int i = 0; i < LOCAL_LISTENERS_MAX; i++) {
-        if (local_listeners[i].fn && strcmp(local_listeners[i].channel, channel) == 0) {
-            free_slot = i;
-            break;
-        }
-        if (local_listeners[i].fn == NULL && free_slot < 0)
+    free_slot = listener_slot(channel);
+    for (int i = 0; i < LOCAL_LISTENERS_MAX && free_slot < 0; i++) {
+        if (local_listeners[i].fn == NULL)
             free_slot = i;
     }
     if (free_slot >= 0) {
@@ -392,15 +406,12 @@ void db_set_local_listener(const char *channel, db_local_listener_fn fn, void *a
  * 1 when that listener took it. */
 static int deliver_locally(const char *channel, const char *payload)
 {
-    int taken = 0;
+    int taken = 0, i;
 
     pthread_mutex_lock(&local_listeners_lock);
-    for (int i = 0; i < LOCAL_LISTENERS_MAX; i++) {
-        if (local_listeners[i].fn && strcmp(local_listeners[i].channel, channel) == 0) {
-            taken = local_listeners[i].fn(payload, local_listeners[i].arg);
-            break;
-        }
-    }
+    i = listener_slot(channel);
+    if (i >= 0)
+        taken = local_listeners[i].fn(payload, local_listeners[i].arg);
     pthread_mutex_unlock(&local_listeners_lock);
     return taken;
 }
@@ -438,14 +449,11 @@ static const char notify_sql[] = "SELECT set_config('synchronous_commit', 'off',
 
 static int no_local_listener(const char *channel, const char *payload)
 {
-    int none = 1;
+    int none;
 
     (void)payload;
     pthread_mutex_lock(&local_listeners_lock);
-    for (int i = 0; i < LOCAL_LISTENERS_MAX; i++) {
-        if (local_listeners[i].fn && strcmp(local_listeners[i].channel, channel) == 0)
-            none = 0;
-    }
+    none = listener_slot(channel) < 0;
     pthread_mutex_unlock(&local_listeners_lock);
     return none;
 }

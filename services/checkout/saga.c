@@ -48,11 +48,13 @@ struct saga {
     char now[40]; /* the transaction's timestamp, as snapshots show it */
 };
 
+/* The transaction's timestamp as order snapshots carry it (RFC 3339, UTC). */
+#define SNAPSHOT_NOW "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
 #define SAGA_COLUMNS                                                                               \
     "SELECT s.saga_id, s.order_id, s.state, s.stock_released, s.payment_voided, "                  \
     "s.compensation_attempts, coalesce(o.payment_id, ''), o.product_id, o.quantity, "              \
-    "o.reason, o.version, to_char(now() AT TIME ZONE 'UTC', "                                      \
-    "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM sagas s JOIN orders o USING (order_id) "
+    "o.reason, o.version, " SNAPSHOT_NOW " FROM sagas s JOIN orders o USING (order_id) "
 
 /* Loads and locks the saga of order_id (or, when order_id is NULL, of
  * saga_id), and its order: only a saga's handler changes its order, so the
@@ -269,8 +271,7 @@ static int start_checkout(PGconn *conn, const struct consumer_message *msg)
     res = db_query(conn, "order create",
                    "INSERT INTO orders (idempotency_key, product_id, order_status) "
                    "VALUES ($1, $2::int, 0) ON CONFLICT (idempotency_key) DO NOTHING "
-                   "RETURNING order_id, version, to_char(now() AT TIME ZONE 'UTC', "
-                   "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+                   "RETURNING order_id, version, " SNAPSHOT_NOW,
                    2, params);
     if (res == NULL)
         return -1;
