@@ -129,9 +129,13 @@ static int relay_connect(struct relay *relay)
     }
     /* Losing a delete of published rows in a server crash only publishes
      * them again, which consumers absorb; so the relay's own commits need not
-     * wait for the WAL flush. Business transactions keep synchronous commit. */
+     * wait for the WAL flush. Business transactions keep synchronous commit.
+     * The outbox is a queue, usually empty when autovacuum samples it, so its
+     * statistics invite a sequential scan and sort of every page the table
+     * ever grew to; the relay only ever wants the primary key's order. */
     if (db_exec(relay->conn, "listen", "LISTEN " OUTBOX_CHANNEL, 0, NULL) != 0 ||
-        db_exec(relay->conn, "relay session", "SET synchronous_commit = off", 0, NULL) != 0) {
+        db_exec(relay->conn, "relay commits", "SET synchronous_commit = off", 0, NULL) != 0 ||
+        db_exec(relay->conn, "relay scans", "SET enable_seqscan = off", 0, NULL) != 0) {
         relay_disconnect(relay);
         return -1;
     }
