@@ -125,6 +125,12 @@ timezone = 'UTC'
 autovacuum_naptime = 1s
 autovacuum_vacuum_scale_factor = 0.05
 autovacuum_vacuum_cost_limit = 2000
+# Under load the default 1 GB of WAL filled in about two minutes, forcing a
+# checkpoint each time, after which the first change to every page logs the
+# whole page. Spacing checkpoints out changes how much WAL crash recovery
+# replays, not what is durable (see BENCHMARKS.md).
+max_wal_size = 4GB
+checkpoint_timeout = 15min
 # Per-statement figures for profiling (see BENCHMARKS.md); costs little.
 shared_preload_libraries = 'pg_stat_statements'
 pg_stat_statements.track = all
