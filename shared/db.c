@@ -57,7 +57,7 @@ struct conn_state {
     struct pending pending[2 * PIPELINE_MAX + 8]; /* a prepare and an execute each */
     int notify_count;
     char channels[NOTIFY_MAX][64];
-    char payloads[NOTIFY_MAX][160];
+    char payloads[NOTIFY_MAX][DB_NOTIFY_PAYLOAD_MAX];
 };
 
 static int db_event(PGEventId id, void *info, void *arg)

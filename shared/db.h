@@ -57,8 +57,9 @@ int db_exec_later(PGconn *conn, const char *what, const char *sql, int nparams,
  * listener until its fallback poll; listeners must not rely on it for
  * correctness. Duplicates within a transaction are sent once. Returns 0, or
  * -1 when too many are queued or too long (the listener then relies on its
- * poll).
+ * poll). A payload holds at most DB_NOTIFY_PAYLOAD_MAX - 1 bytes.
  */
+#define DB_NOTIFY_PAYLOAD_MAX 256
 int db_notify_after_commit(PGconn *conn, const char *channel, const char *payload);
 
 /*

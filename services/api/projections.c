@@ -17,19 +17,35 @@
 const char *const projections_handled_types[] = {MSG_ORDER_UPDATED, MSG_PRODUCT_UPDATED,
                                                  MSG_DISPATCH_PROGRESS, NULL};
 
-/* Queues an upsert (db_exec_later: it travels with the COMMIT) and the
- * read-model notification "<prefix><key>" for after the commit. A snapshot
- * older than the row changes nothing, and its notification only makes the
- * waiters look again. Returns 0 or -1. */
-static int upsert_and_notify(PGconn *conn, const char *what, const char *prefix, const char *key,
-                             const char *sql, int nparams, const char *const *params)
+int projections_order_answer(char *out, size_t len, const char *payment_id, long long status,
+                             long long order_id, const char *reason)
 {
-    char channel_key[WAITER_KEY_MAX];
+    int n = snprintf(out, len, "%s|%lld|%lld|%s", payment_id ? payment_id : "", status, order_id,
+                     reason ? reason : "");
+
+    return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+/* Queues an upsert (db_exec_later: it travels with the COMMIT) and the
+ * read-model notification "<prefix><key>", followed by " <answer>" when
+ * answer is not NULL, for after the commit. A snapshot older than the row
+ * changes nothing, and its notification makes the waiters look at an older
+ * answer, which the waits' checks accept only if it was already final.
+ * Returns 0 or -1. */
+static int upsert_and_notify(PGconn *conn, const char *what, const char *prefix, const char *key,
+                             const char *answer, const char *sql, int nparams,
+                             const char *const *params)
+{
+    char payload[DB_NOTIFY_PAYLOAD_MAX];
 
     if (db_exec_later(conn, what, sql, nparams, params) != 0)
         return -1;
-    snprintf(channel_key, sizeof(channel_key), "%s%s", prefix, key);
-    db_notify_after_commit(conn, WAITERS_CHANNEL, channel_key);
+    /* Too long to carry the answer: the key alone wakes the waiters, who
+     * then read the row. */
+    if (answer == NULL ||
+        snprintf(payload, sizeof(payload), "%s%s %s", prefix, key, answer) >= (int)sizeof(payload))
+        snprintf(payload, sizeof(payload), "%s%s", prefix, key);
+    db_notify_after_commit(conn, WAITERS_CHANNEL, payload);
     return 0;
 }
 
@@ -41,6 +57,7 @@ static int project_order(PGconn *conn, const cJSON *p)
     const char *reason = payload_str(p, "reason");
     const char *updated = payload_str(p, "last_update_time");
     char order_text[32], product_text[16], status_text[8], version_text[32];
+    char answer[WAITER_ANSWER_MAX];
 
     if (payload_int(p, "order_id", &order_id) != 0 || payload_int(p, "product_id", &product_id) ||
         payload_int(p, "order_status", &status) || payload_int(p, "version", &version) ||
@@ -56,6 +73,9 @@ static int project_order(PGconn *conn, const cJSON *p)
      * sent after the commit. */
     return upsert_and_notify(
         conn, "project order", "order:", key,
+        projections_order_answer(answer, sizeof(answer), payment_id, status, order_id, reason) == 0
+            ? answer
+            : NULL,
         "INSERT INTO orders (order_id, idempotency_key, product_id, order_status, "
         "payment_id, reason, last_update_time, version) VALUES ($1::bigint, $2, "
         "$3::int, $4::int, $5, $6, $7::timestamptz, $8::bigint) "
@@ -85,7 +105,7 @@ static int project_product(PGconn *conn, const cJSON *p)
     snprintf(restocked_text, sizeof(restocked_text), "%lld", restocked);
     const char *params[] = {id_text,        name,         description,   price,
                             inventory_text, version_text, restocked_text};
-    return upsert_and_notify(conn, "project product", "product:", id_text,
+    return upsert_and_notify(conn, "project product", "product:", id_text, NULL,
                              "INSERT INTO products (product_id, product, description, "
                              "price, inventory, version, restocked) VALUES ($1::int, $2, $3, "
                              "$4::numeric, $5::int, $6::bigint, $7::bigint) "

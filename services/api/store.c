@@ -16,6 +16,7 @@
 #include "envelope.h"
 #include "log.h"
 #include "payload.h"
+#include "projections.h"
 
 #define KEY_MAX    100
 #define STATUS_MAX 32
@@ -248,30 +249,35 @@ void store_order(struct store *store, const char *id_text, struct store_reply *r
 }
 
 /*
- * Checks sql (with its parameters) until check(store, value) says done or the deadline
- * passes, sleeping between checks until the read model announces a change to
- * wait_key (or the fallback interval passes). Returns the final value
- * (malloc'd, may be NULL) and sets *outcome to 1 (done), 0 (deadline) or -1
- * (database failure throughout).
+ * Waits, under the deadline, until check(store, value) says done, for a
+ * waiter the caller registered (before sending its command, so no change
+ * can go unnoticed). A value is what sql (with its parameters) reads, or the
+ * answer a notification carried; sql is run first only if check_now, and
+ * again whenever a wake-up brought no answer of its own (the fallback
+ * interval, several changes at once). Returns the final value (malloc'd, may
+ * be NULL) and sets *outcome to 1 (done), 0 (deadline) or -1 (database
+ * failure throughout).
  */
-static char *wait_for(struct store *store, const char *wait_key, const char *sql, int nparams,
-                      const char *const *params,
+static char *wait_for(struct store *store, struct waiter *waiter, int check_now, const char *sql,
+                      int nparams, const char *const *params,
                       int (*check)(const struct store *store, const char *value), int *outcome)
 {
     double deadline = now_ms() + (double)store->wait_ms;
-    int failures_only = 1;
+    int failures_only = 1, read_row = check_now;
+    char answer[WAITER_ANSWER_MAX];
     char *value = NULL;
-    struct waiter waiter;
 
-    /* Registered before the first check, so a change committed after the
-     * check cannot go unnoticed. */
-    waiter_register(store->waiters, &waiter, wait_key);
     for (;;) {
-        int rc = query_value(store, "wait", sql, nparams, params, &value);
+        int rc = 0;
         double left;
 
-        if (rc >= 0)
-            failures_only = 0;
+        if (read_row) {
+            rc = query_value(store, "wait", sql, nparams, params, &value);
+            if (rc >= 0)
+                failures_only = 0;
+        } else if (value != NULL) {
+            rc = 1;
+        }
         if (rc > 0 && check(store, value)) {
             *outcome = 1;
             break;
@@ -283,11 +289,13 @@ static char *wait_for(struct store *store, const char *wait_key, const char *sql
         }
         free(value);
         value = NULL;
-        waiter_wait(
-            store->waiters, &waiter,
-            (long)(left < (double)store->recheck_ms ? left + 1 : (double)store->recheck_ms));
+        read_row = !waiter_wait(
+            store->waiters, waiter,
+            (long)(left < (double)store->recheck_ms ? left + 1 : (double)store->recheck_ms), answer,
+            sizeof(answer));
+        if (!read_row)
+            value = strdup(answer);
     }
-    waiter_unregister(store->waiters, &waiter);
     return value;
 }
 
@@ -301,6 +309,7 @@ static void restock_admitted(struct store *store, struct store_reply *reply)
 {
     cJSON *payload;
     char level[24], *before = NULL, *value;
+    struct waiter waiter;
     int outcome, rc;
 
     /* The restock is confirmed when the read model shows more stock ever
@@ -324,10 +333,12 @@ static void restock_admitted(struct store *store, struct store_reply *reply)
     }
     snprintf(level, sizeof(level), "%ld", store->restock_level);
     const char *params[] = {before ? before : "-1", level};
-    value = wait_for(store, "product:1",
+    waiter_register(store->waiters, &waiter, "product:1");
+    value = wait_for(store, &waiter, 1,
                      "SELECT 1 FROM products WHERE product_id = 1 "
                      "AND (restocked > $1::bigint OR inventory >= $2::int)",
                      2, params, found, &outcome);
+    waiter_unregister(store->waiters, &waiter);
     free(before);
     free(value);
     if (outcome == 1)
@@ -336,17 +347,50 @@ static void restock_admitted(struct store *store, struct store_reply *reply)
         reply_text(reply, 504, "Restock sent but not confirmed yet\n");
 }
 
-/* Checkout answer: "payment_id|status|reason". */
+/* Field n of an order answer (ORDER_ANSWER_SQL: 0 payment id, 1 status,
+ * 2 order id, 3 reason, which runs to the end) as a malloc'd string, or NULL
+ * when the answer has no such field. */
+static char *answer_field(const char *answer, int n)
+{
+    for (int i = 0; i < n; i++) {
+        answer = strchr(answer, '|');
+        if (answer == NULL)
+            return NULL;
+        answer++;
+    }
+    return strndup(answer, n == 3 ? strlen(answer) : strcspn(answer, "|"));
+}
+
+/* The order status in an answer; 1 when found, 0 if malformed. */
+static int answer_status(const char *answer, long long *status)
+{
+    char *text = answer ? answer_field(answer, 1) : NULL;
+    char *end;
+    int ok;
+
+    if (text == NULL)
+        return 0;
+    errno = 0;
+    *status = strtoll(text, &end, 10);
+    ok = errno == 0 && end != text && *end == '\0';
+    free(text);
+    return ok;
+}
+
+/* Checkout is answered by a payment id, or a cancellation without one (out
+ * of stock). */
 static int checkout_decided(const struct store *store, const char *value)
 {
+    long long status;
+
     (void)store;
-    /* A payment id, or a cancellation without one (out of stock). */
-    return value && (value[0] != '|' || strncmp(value, "|-1|", 4) == 0);
+    return answer_status(value, &status) && (value[0] != '|' || status == ORDER_CANCELLED);
 }
 
 static void checkout_admitted(struct store *store, const char *key, struct store_reply *reply)
 {
     char wait_key[WAITER_KEY_MAX];
+    struct waiter waiter;
     cJSON *payload;
     int sent, outcome;
     char *value;
@@ -356,6 +400,8 @@ static void checkout_admitted(struct store *store, const char *key, struct store
                    "Invalid idempotency key: use 1 to 100 characters of A-Z a-z 0-9 - _ . :\n");
         return;
     }
+    snprintf(wait_key, sizeof(wait_key), "order:%s", key);
+    waiter_register(store->waiters, &waiter, wait_key);
     payload = cJSON_CreateObject();
     cJSON_AddStringToObject(payload, "idempotency_key", key);
     cJSON_AddNumberToObject(payload, "product_id", WIDGET_PRODUCT_ID);
@@ -365,24 +411,30 @@ static void checkout_admitted(struct store *store, const char *key, struct store
                         "ON CONFLICT DO NOTHING",
                         key, TOPIC_CHECKOUT_COMMANDS, key, MSG_CHECKOUT_REQUESTED, payload);
     if (sent < 0) {
+        waiter_unregister(store->waiters, &waiter);
         reply_text(reply, 503,
                    "Database unavailable, checkout not started; retry with the same "
                    "key\n");
         return;
     }
-    snprintf(wait_key, sizeof(wait_key), "order:%s", key);
-    value = wait_for(store, wait_key,
-                     "SELECT coalesce(payment_id, '') || '|' || order_status || '|' || "
-                     "coalesce(reason, '') FROM orders WHERE idempotency_key = $1",
-                     1, &key, checkout_decided, &outcome);
+    /* A key seen for the first time has no order before its command is
+     * handled, so only a repeat looks at the read model before waiting. */
+    value = wait_for(store, &waiter, sent == 0,
+                     "SELECT " ORDER_ANSWER_SQL " FROM orders WHERE idempotency_key = $1", 1, &key,
+                     checkout_decided, &outcome);
+    waiter_unregister(store->waiters, &waiter);
     if (outcome == 1 && value[0] != '|') {
-        *strchr(value, '|') = '\0';
-        reply_text(reply, 200, value);
+        char *payment_id = answer_field(value, 0);
+
+        reply_text(reply, 200, payment_id);
+        free(payment_id);
     } else if (outcome == 1) {
+        char *reason = answer_field(value, 3);
         char message[256];
 
         snprintf(message, sizeof(message), "Checkout failed: %s\n",
-                 value[4] ? value + 4 : "order cancelled");
+                 reason && reason[0] ? reason : "order cancelled");
+        free(reason);
         reply_text(reply, 409, message);
     } else {
         reply_text(reply, 504, "Checkout still in progress; retry with the same key\n");
@@ -392,8 +444,10 @@ static void checkout_admitted(struct store *store, const char *key, struct store
 
 static int order_decided(const struct store *store, const char *value)
 {
+    long long status;
+
     (void)store;
-    return value && strncmp(value, "0|", 2) != 0;
+    return answer_status(value, &status) && status != ORDER_PENDING;
 }
 
 static void webhook_admitted(struct store *store, const char *payment_id, const char *status,
@@ -401,6 +455,7 @@ static void webhook_admitted(struct store *store, const char *payment_id, const 
 {
     const char *params[] = {payment_id};
     char wait_key[WAITER_KEY_MAX];
+    struct waiter waiter;
     char *key = NULL, *value;
     cJSON *payload;
     int rc, outcome;
@@ -424,22 +479,28 @@ static void webhook_admitted(struct store *store, const char *payment_id, const 
         reply_text(reply, 404, "Unknown payment ID\n");
         return;
     }
+    snprintf(wait_key, sizeof(wait_key), "order:%s", key);
+    waiter_register(store->waiters, &waiter, wait_key);
     payload = cJSON_CreateObject();
     cJSON_AddStringToObject(payload, "payment_id", payment_id);
     cJSON_AddStringToObject(payload, "status", strcmp(status, "paid") == 0 ? "paid" : "failed");
-    if (send_command(store, NULL, NULL, TOPIC_PAYMENT_COMMANDS, key, MSG_PROVIDER_RESULT, payload) <
-        0) {
-        free(key);
+    rc = send_command(store, NULL, NULL, TOPIC_PAYMENT_COMMANDS, key, MSG_PROVIDER_RESULT, payload);
+    free(key);
+    if (rc < 0) {
+        waiter_unregister(store->waiters, &waiter);
         reply_text(reply, 503, "Database unavailable, payment result not recorded\n");
         return;
     }
-    snprintf(wait_key, sizeof(wait_key), "order:%s", key);
-    free(key);
-    value = wait_for(store, wait_key,
-                     "SELECT order_status || '|' || order_id FROM orders WHERE payment_id = $1", 1,
-                     &payment_id, order_decided, &outcome);
+    /* The order may be decided already (a repeated webhook). */
+    value =
+        wait_for(store, &waiter, 1, "SELECT " ORDER_ANSWER_SQL " FROM orders WHERE payment_id = $1",
+                 1, &payment_id, order_decided, &outcome);
+    waiter_unregister(store->waiters, &waiter);
     if (outcome == 1) {
-        reply_text(reply, 200, strchr(value, '|') + 1);
+        char *order_id = answer_field(value, 2);
+
+        reply_text(reply, 200, order_id ? order_id : "");
+        free(order_id);
     } else {
         reply_text(reply, 504, "Payment recorded; order not decided yet\n");
     }

@@ -24,16 +24,22 @@ struct waiters {
     struct waiter *head; /* registered waiters, guarded by lock */
     pthread_t thread;
     atomic_int stop;
-    struct metric *m_notifications;
+    struct metric *m_notifications, *m_answers;
 };
 
-/* Wakes the waiters for key, or all of them when key is NULL. */
-static void wake(struct waiters *waiters, const char *key)
+/* Wakes the waiters for key, or all of them when key is NULL, handing them
+ * answer (NULL: none). */
+static void wake(struct waiters *waiters, const char *key, const char *answer)
 {
     pthread_mutex_lock(&waiters->lock);
     for (struct waiter *w = waiters->head; w != NULL; w = w->next) {
         if (key == NULL || strcmp(w->key, key) == 0) {
-            w->signalled = 1;
+            /* Only a lone answer is kept: of two, the older snapshot may
+             * have come last, so the waiter reads the row instead. */
+            w->has_answer =
+                w->notifications++ == 0 && answer != NULL && strlen(answer) < sizeof(w->answer);
+            if (w->has_answer)
+                memcpy(w->answer, answer, strlen(answer) + 1);
             pthread_cond_signal(&w->cond);
         }
     }
@@ -54,7 +60,7 @@ static PGconn *listen_connect(struct waiters *waiters)
         return NULL;
     }
     /* Changes made while we were not listening are only seen by re-checks. */
-    wake(waiters, NULL);
+    wake(waiters, NULL, NULL);
     return conn;
 }
 
@@ -88,8 +94,12 @@ static void *listener_main(void *arg)
             continue;
         }
         while ((notify = PQnotifies(conn)) != NULL) {
+            char *answer = strchr(notify->extra, ' ');
+
             metrics_inc(waiters->m_notifications);
-            wake(waiters, notify->extra);
+            if (answer != NULL)
+                *answer++ = '\0'; /* "key answer" */
+            wake(waiters, notify->extra, answer);
             PQfreemem(notify);
         }
     }
@@ -109,6 +119,9 @@ struct waiters *waiters_start(const char *db_url)
     waiters->m_notifications =
         metrics_counter("read_model_notifications_total", NULL,
                         "Read-model change notifications received (they wake waiting requests)");
+    waiters->m_answers = metrics_counter(
+        "read_model_notified_answers_total", NULL,
+        "Waiting requests woken with their answer in the notification (no re-read of the row)");
     if (pthread_create(&waiters->thread, NULL, listener_main, waiters) != 0) {
         free(waiters->db_url);
         free(waiters);
@@ -133,7 +146,8 @@ void waiter_register(struct waiters *waiters, struct waiter *w, const char *key)
     pthread_condattr_t attr;
 
     snprintf(w->key, sizeof(w->key), "%s", key);
-    w->signalled = 0;
+    w->notifications = 0;
+    w->has_answer = 0;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&w->cond, &attr);
@@ -147,17 +161,26 @@ void waiter_register(struct waiters *waiters, struct waiter *w, const char *key)
     pthread_mutex_unlock(&waiters->lock);
 }
 
-void waiter_wait(struct waiters *waiters, struct waiter *w, long timeout_ms)
+int waiter_wait(struct waiters *waiters, struct waiter *w, long timeout_ms, char *answer,
+                size_t len)
 {
     struct timespec until = backoff_deadline(CLOCK_MONOTONIC, timeout_ms);
+    int answered;
 
     pthread_mutex_lock(&waiters->lock);
-    while (!w->signalled) {
+    while (w->notifications == 0) {
         if (pthread_cond_timedwait(&w->cond, &waiters->lock, &until) == ETIMEDOUT)
             break;
     }
-    w->signalled = 0;
+    answered = w->notifications == 1 && w->has_answer && strlen(w->answer) < len;
+    if (answered)
+        memcpy(answer, w->answer, strlen(w->answer) + 1);
+    w->notifications = 0;
+    w->has_answer = 0;
     pthread_mutex_unlock(&waiters->lock);
+    if (answered)
+        metrics_inc(waiters->m_answers);
+    return answered;
 }
 
 void waiter_unregister(struct waiters *waiters, struct waiter *w)

@@ -201,13 +201,16 @@ def metric(store, service, name):
 def test_writers_wake_the_relay_and_waiting_requests_by_notification(store):
     # Waits must not depend on the fallback polls: the notification sent after
     # each outbox writer's commit wakes its relay, and the one sent after each
-    # read-model change wakes the waiting request.
+    # read-model change wakes the waiting request, carrying the order's answer
+    # so that the request need not read the row again.
     before = {s: metric(store, s, "outbox_notifications_total") for s in ("api", "checkout")}
     model_before = metric(store, "api", "read_model_notifications_total")
+    answers_before = metric(store, "api", "read_model_notified_answers_total")
     buy(store)
     for service, count in before.items():
         assert metric(store, service, "outbox_notifications_total") > count, service
     assert metric(store, "api", "read_model_notifications_total") > model_before
+    assert metric(store, "api", "read_model_notified_answers_total") > answers_before
 
 
 def test_restock_is_confirmed_while_purchases_take_stock(store):
