@@ -4,6 +4,9 @@ service processes, PostgreSQL, Kafka). Every test ends by checking invariants
 
 import concurrent.futures
 import json
+import re
+import subprocess
+import threading
 import uuid
 
 import pytest
@@ -211,6 +214,68 @@ def test_writers_wake_the_relay_and_waiting_requests_by_notification(store):
         assert metric(store, service, "outbox_notifications_total") > count, service
     assert metric(store, "api", "read_model_notifications_total") > model_before
     assert metric(store, "api", "read_model_notified_answers_total") > answers_before
+
+
+class Listener:
+    """A psql session LISTENing on channel; lines holds what it printed."""
+
+    def __init__(self, url, channel):
+        self.proc = subprocess.Popen(["psql", url, "-X", "-q", "-A", "-t"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines = []
+        threading.Thread(target=self._read, daemon=True).start()
+        self.send(f"LISTEN {channel};")
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def send(self, sql):
+        self.proc.stdin.write(sql + "\n")
+        self.proc.stdin.flush()
+
+    def payloads(self):
+        """The payloads received so far (psql prints them after each command)."""
+        self.send("SELECT 1;")
+        return [m.group(1) for m in map(re.compile(r'with payload "(.*)" received').search,
+                                        list(self.lines)) if m]
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=10)
+
+
+def test_notified_answers_are_what_the_waits_read_from_the_row(store):
+    # A woken request trusts the answer in the notification instead of the
+    # row, so the projection must write it exactly as ORDER_ANSWER_SQL reads
+    # it: "payment_id|order_status|order_id|reason".
+    answer_sql = ("SELECT coalesce(payment_id, '') || '|' || order_status || '|' || order_id "
+                  "|| '|' || coalesce(reason, '') FROM orders WHERE idempotency_key = '{}'")
+    listener = Listener(store.dbs["api"].url, "read_model")
+    try:
+        key = new_key()
+        status, payment_id = store.checkout(key)
+        assert status == 200, payment_id
+        status, order_id = store.webhook(payment_id, "paid")
+        assert status == 200, order_id
+        store.wait_order_status(order_id, 1)  # dispatched: the last snapshot
+        row_answer = store.scalar("api", answer_sql.format(key))
+        assert row_answer == f"{payment_id}|1|{order_id}|"
+        prefix = f"order:{key} "
+        answers = []
+
+        def row_answer_notified():
+            answers[:] = [p[len(prefix):] for p in listener.payloads() if p.startswith(prefix)]
+            return row_answer in answers
+
+        wait_until(row_answer_notified, 10, "the notification of the dispatched order")
+        # Every earlier snapshot's answer has the same shape and order.
+        for answer in answers:
+            paid, status_text, order_text, reason = answer.split("|", 3)
+            assert paid in ("", payment_id) and status_text in ("0", "2", "1"), answer
+            assert order_text == order_id and reason == "", answer
+    finally:
+        listener.close()
 
 
 def test_restock_is_confirmed_while_purchases_take_stock(store):
