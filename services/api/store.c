@@ -250,11 +250,12 @@ void store_order(struct store *store, const char *id_text, struct store_reply *r
 
 /*
  * Waits, under the deadline, until check(store, value) says done, for a
- * waiter the caller registered (before sending its command, so no change
- * can go unnoticed). A value is what sql (with its parameters) reads, or the
- * answer a notification carried; sql is run first only if check_now, and
- * again whenever a wake-up brought no answer of its own (the fallback
- * interval, several changes at once). Returns the final value (malloc'd, may
+ * waiter the caller registered before the first look at the row (before
+ * sending its command when check_now is 0), so no change can go unnoticed.
+ * A value is what sql (with its parameters) reads, or the answer a
+ * notification carried; sql is run first only if check_now, and again
+ * whenever a wake-up brought no answer of its own (the fallback interval,
+ * several changes at once). Returns the final value (malloc'd, may
  * be NULL) and sets *outcome to 1 (done), 0 (deadline) or -1 (database
  * failure throughout).
  */
@@ -426,7 +427,7 @@ static void checkout_admitted(struct store *store, const char *key, struct store
     if (outcome == 1 && value[0] != '|') {
         char *payment_id = answer_field(value, 0);
 
-        reply_text(reply, 200, payment_id);
+        reply_text(reply, 200, payment_id ? payment_id : "");
         free(payment_id);
     } else if (outcome == 1) {
         char *reason = answer_field(value, 3);
