@@ -17,8 +17,10 @@
 const char *const projections_handled_types[] = {MSG_ORDER_UPDATED, MSG_PRODUCT_UPDATED,
                                                  MSG_DISPATCH_PROGRESS, NULL};
 
-int projections_order_answer(char *out, size_t len, const char *payment_id, long long status,
-                             long long order_id, const char *reason)
+/* Writes the order's answer (ORDER_ANSWER_SQL) into out (len bytes).
+ * Returns 0, or -1 when it does not fit. payment_id and reason may be NULL. */
+static int order_answer(char *out, size_t len, const char *payment_id, long long status,
+                        long long order_id, const char *reason)
 {
     int n = snprintf(out, len, "%s|%lld|%lld|%s", payment_id ? payment_id : "", status, order_id,
                      reason ? reason : "");
@@ -73,9 +75,8 @@ static int project_order(PGconn *conn, const cJSON *p)
      * sent after the commit. */
     return upsert_and_notify(
         conn, "project order", "order:", key,
-        projections_order_answer(answer, sizeof(answer), payment_id, status, order_id, reason) == 0
-            ? answer
-            : NULL,
+        order_answer(answer, sizeof(answer), payment_id, status, order_id, reason) == 0 ? answer
+                                                                                        : NULL,
         "INSERT INTO orders (order_id, idempotency_key, product_id, order_status, "
         "payment_id, reason, last_update_time, version) VALUES ($1::bigint, $2, "
         "$3::int, $4::int, $5, $6, $7::timestamptz, $8::bigint) "

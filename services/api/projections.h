@@ -5,8 +5,6 @@
 #ifndef API_PROJECTIONS_H
 #define API_PROJECTIONS_H
 
-#include <stddef.h>
-
 #include "consumer.h"
 
 /* The message types projections_handle acts on; the consumer acknowledges others
@@ -17,17 +15,12 @@ extern const char *const projections_handled_types[];
  * What the api's waits read from an order of the read model, as one text:
  * "payment_id|order_status|order_id|reason" (payment_id and reason empty
  * when NULL). ORDER_ANSWER_SQL computes it from a row of orders; the order
- * projection puts the same text, made by projections_order_answer, in the
- * order's change notification, so a woken request need not read the row.
+ * projection puts the same text in the order's change notification, so a
+ * woken request need not read the row.
  */
 #define ORDER_ANSWER_SQL                                                                           \
     "coalesce(payment_id, '') || '|' || order_status || '|' || order_id || '|' || "                \
     "coalesce(reason, '')"
-
-/* Writes the answer for these fields into out (len bytes). Returns 0, or -1
- * when it does not fit. payment_id and reason may be NULL. */
-int projections_order_answer(char *out, size_t len, const char *payment_id, long long status,
-                             long long order_id, const char *reason);
 
 /* consumer_handler_fn for the topics above. */
 int projections_handle(PGconn *conn, const struct consumer_message *msg, void *arg, char *err,

@@ -264,20 +264,17 @@ static char *wait_for(struct store *store, struct waiter *waiter, int check_now,
                       int (*check)(const struct store *store, const char *value), int *outcome)
 {
     double deadline = now_ms() + (double)store->wait_ms;
-    int failures_only = 1, read_row = check_now;
+    int failures_only = 1, read_row = check_now, rc = 0;
     char answer[WAITER_ANSWER_MAX];
     char *value = NULL;
 
     for (;;) {
-        int rc = 0;
         double left;
 
         if (read_row) {
             rc = query_value(store, "wait", sql, nparams, params, &value);
             if (rc >= 0)
                 failures_only = 0;
-        } else if (value != NULL) {
-            rc = 1;
         }
         if (rc > 0 && check(store, value)) {
             *outcome = 1;
@@ -294,8 +291,10 @@ static char *wait_for(struct store *store, struct waiter *waiter, int check_now,
             store->waiters, waiter,
             (long)(left < (double)store->recheck_ms ? left + 1 : (double)store->recheck_ms), answer,
             sizeof(answer));
-        if (!read_row)
+        if (!read_row) {
             value = strdup(answer);
+            rc = value != NULL;
+        }
     }
     return value;
 }
@@ -348,34 +347,40 @@ static void restock_admitted(struct store *store, struct store_reply *reply)
         reply_text(reply, 504, "Restock sent but not confirmed yet\n");
 }
 
-/* Field n of an order answer (ORDER_ANSWER_SQL: 0 payment id, 1 status,
- * 2 order id, 3 reason, which runs to the end) as a malloc'd string, or NULL
- * when the answer has no such field. */
-static char *answer_field(const char *answer, int n)
+/* Where field n of an order answer (ORDER_ANSWER_SQL: 0 payment id,
+ * 1 status, 2 order id, 3 reason, which runs to the end) starts; each but
+ * the reason ends at the next '|'. NULL when the answer has no such field. */
+static const char *answer_field(const char *answer, int n)
 {
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; answer != NULL && i < n; i++) {
         answer = strchr(answer, '|');
-        if (answer == NULL)
-            return NULL;
-        answer++;
+        if (answer != NULL)
+            answer++;
     }
-    return strndup(answer, n == 3 ? strlen(answer) : strcspn(answer, "|"));
+    return answer;
 }
 
 /* The order status in an answer; 1 when found, 0 if malformed. */
 static int answer_status(const char *answer, long long *status)
 {
-    char *text = answer ? answer_field(answer, 1) : NULL;
+    const char *text = answer ? answer_field(answer, 1) : NULL;
     char *end;
-    int ok;
 
     if (text == NULL)
         return 0;
     errno = 0;
     *status = strtoll(text, &end, 10);
-    ok = errno == 0 && end != text && *end == '\0';
-    free(text);
-    return ok;
+    return errno == 0 && end != text && *end == '|';
+}
+
+/* Replies 200 with field n (not the reason) of a well-formed answer. */
+static void reply_answer_field(struct store_reply *reply, const char *answer, int n)
+{
+    const char *field = answer_field(answer, n);
+    char text[WAITER_ANSWER_MAX];
+
+    snprintf(text, sizeof(text), "%.*s", (int)strcspn(field, "|"), field);
+    reply_text(reply, 200, text);
 }
 
 /* Checkout is answered by a payment id, or a cancellation without one (out
@@ -425,17 +430,13 @@ static void checkout_admitted(struct store *store, const char *key, struct store
                      checkout_decided, &outcome);
     waiter_unregister(store->waiters, &waiter);
     if (outcome == 1 && value[0] != '|') {
-        char *payment_id = answer_field(value, 0);
-
-        reply_text(reply, 200, payment_id ? payment_id : "");
-        free(payment_id);
+        reply_answer_field(reply, value, 0);
     } else if (outcome == 1) {
-        char *reason = answer_field(value, 3);
+        const char *reason = answer_field(value, 3);
         char message[256];
 
         snprintf(message, sizeof(message), "Checkout failed: %s\n",
                  reason && reason[0] ? reason : "order cancelled");
-        free(reason);
         reply_text(reply, 409, message);
     } else {
         reply_text(reply, 504, "Checkout still in progress; retry with the same key\n");
@@ -498,10 +499,7 @@ static void webhook_admitted(struct store *store, const char *payment_id, const 
                  1, &payment_id, order_decided, &outcome);
     waiter_unregister(store->waiters, &waiter);
     if (outcome == 1) {
-        char *order_id = answer_field(value, 2);
-
-        reply_text(reply, 200, order_id ? order_id : "");
-        free(order_id);
+        reply_answer_field(reply, value, 2);
     } else {
         reply_text(reply, 504, "Payment recorded; order not decided yet\n");
     }
