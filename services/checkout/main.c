@@ -27,6 +27,8 @@ int main(void)
          "first resend of an unconfirmed compensation (doubles each round)"},
         {"COMPENSATION_MAX_ROUNDS", CONFIG_INT, &cfg.max_compensation_rounds, 0, "10", 1, 1000,
          "resends before a saga is parked as compensation_failed"},
+        {"OPEN_PAYMENT_EARLY", CONFIG_BOOL, &cfg.open_payment_early, 0, "true", 0, 0,
+         "open the payment while the stock is being reserved, once the price is known"},
     };
     struct service_spec spec = {.name = "checkout",
                                 .default_admin_port = 9101,

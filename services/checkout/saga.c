@@ -7,6 +7,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "saga.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,9 +39,12 @@ struct saga {
     int stock_released;
     int payment_voided;
     int compensation_attempts;
-    char payment_id[64];
+    char payment_id[64]; /* offered on the order */
     char product_id[16];
     char quantity[16];
+    int definition_version;
+    char opened_payment_id[64]; /* version 2: opened, not yet offered */
+    char amount[32];            /* the order's amount, "" until known */
     /* The order as loaded (locked with the saga), for its next snapshot. */
     char reason[256];
     int has_reason;
@@ -54,7 +58,56 @@ struct saga {
 #define SAGA_COLUMNS                                                                               \
     "SELECT s.saga_id, s.order_id, s.state, s.stock_released, s.payment_voided, "                  \
     "s.compensation_attempts, coalesce(o.payment_id, ''), o.product_id, o.quantity, "              \
-    "o.reason, o.version, " SNAPSHOT_NOW " FROM sagas s JOIN orders o USING (order_id) "
+    "o.reason, o.version, " SNAPSHOT_NOW ", s.definition_version, coalesce(s.payment_id, ''), "    \
+    "coalesce(o.amount::text, '') FROM sagas s JOIN orders o USING (order_id) "
+
+/*
+ * Unit prices inventory last reserved at, by product. A checkout for a
+ * product whose price is known here opens its payment while the stock is
+ * being reserved (definition version 2). Only a hint: the reservation's price
+ * is checked against the amount opened. Empty after a restart until the next
+ * reservation; a product beyond PRICES_MAX is simply never known.
+ */
+#define PRICES_MAX 64
+static struct {
+    pthread_mutex_t lock;
+    int count;
+    char product_id[PRICES_MAX][16];
+    char price[PRICES_MAX][32];
+} known_prices = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void price_learn(const char *product_id, const char *unit_price)
+{
+    int i;
+
+    pthread_mutex_lock(&known_prices.lock);
+    for (i = 0; i < known_prices.count; i++)
+        if (strcmp(known_prices.product_id[i], product_id) == 0)
+            break;
+    if (i < PRICES_MAX) {
+        snprintf(known_prices.product_id[i], sizeof(known_prices.product_id[i]), "%s", product_id);
+        snprintf(known_prices.price[i], sizeof(known_prices.price[i]), "%s", unit_price);
+        if (i == known_prices.count)
+            known_prices.count++;
+    }
+    pthread_mutex_unlock(&known_prices.lock);
+}
+
+/* Copies product_id's known price into price; returns 1, or 0 if unknown. */
+static int price_known(const char *product_id, char *price, size_t cap)
+{
+    int found = 0;
+
+    pthread_mutex_lock(&known_prices.lock);
+    for (int i = 0; i < known_prices.count && !found; i++) {
+        if (strcmp(known_prices.product_id[i], product_id) == 0) {
+            snprintf(price, cap, "%s", known_prices.price[i]);
+            found = 1;
+        }
+    }
+    pthread_mutex_unlock(&known_prices.lock);
+    return found;
+}
 
 /* Loads and locks the saga of order_id (or, when order_id is NULL, of
  * saga_id), and its order: only a saga's handler changes its order, so the
@@ -87,6 +140,10 @@ static int saga_load(PGconn *conn, const char *order_id, const char *saga_id, st
         snprintf(saga->reason, sizeof(saga->reason), "%s", PQgetvalue(res, 0, 9));
         saga->order_version = atoll(PQgetvalue(res, 0, 10));
         snprintf(saga->now, sizeof(saga->now), "%s", PQgetvalue(res, 0, 11));
+        saga->definition_version = atoi(PQgetvalue(res, 0, 12));
+        snprintf(saga->opened_payment_id, sizeof(saga->opened_payment_id), "%s",
+                 PQgetvalue(res, 0, 13));
+        snprintf(saga->amount, sizeof(saga->amount), "%s", PQgetvalue(res, 0, 14));
     }
     PQclear(res);
     return found;
@@ -203,7 +260,10 @@ static int send_compensations(PGconn *conn, const struct consumer_message *cause
     if (!saga->payment_voided) {
         cJSON *payload = cJSON_CreateObject();
 
-        cJSON_AddStringToObject(payload, "payment_id", saga->payment_id);
+        /* Empty when a version 2 saga has not heard back: payment then
+         * voids whatever it opened for the order. */
+        cJSON_AddStringToObject(payload, "payment_id",
+                                saga->payment_id[0] ? saga->payment_id : saga->opened_payment_id);
         if (command(conn, cause, saga, TOPIC_PAYMENT_COMMANDS, MSG_CANCEL_PAYMENT, payload) != 0)
             return -1;
     }
@@ -254,25 +314,29 @@ static int compensation_confirmed(PGconn *conn, struct saga *saga, const char *c
     return saga_step(conn, saga, event, saga->state, message_id, detail);
 }
 
-static int start_checkout(PGconn *conn, const struct consumer_message *msg)
+static int start_checkout(PGconn *conn, const struct consumer_message *msg,
+                          const struct saga_config *cfg)
 {
     const char *key = payload_str(msg->env->payload, "idempotency_key");
     long long product = WIDGET_PRODUCT_ID;
-    char product_id[16], version[8];
+    char product_id[16], version[8], price[32], amount[32];
     struct saga saga = {0};
     PGresult *res;
+    int open_early;
 
     if (key == NULL || key[0] == '\0' || strlen(key) >= sizeof(saga.saga_id))
         return CONSUMER_FAIL;
     payload_int(msg->env->payload, "product_id", &product);
     snprintf(product_id, sizeof(product_id), "%lld", product);
-    const char *params[] = {key, product_id};
+    open_early = cfg->open_payment_early && price_known(product_id, price, sizeof(price)) &&
+                 payload_amount_times(price, "1", amount, sizeof(amount)) == 0;
+    const char *params[] = {key, product_id, open_early ? amount : NULL};
     /* One order per idempotency key, whatever the number of requests. */
     res = db_query(conn, "order create",
-                   "INSERT INTO orders (idempotency_key, product_id, order_status) "
-                   "VALUES ($1, $2::int, 0) ON CONFLICT (idempotency_key) DO NOTHING "
+                   "INSERT INTO orders (idempotency_key, product_id, order_status, amount) "
+                   "VALUES ($1, $2::int, 0, $3::numeric) ON CONFLICT (idempotency_key) DO NOTHING "
                    "RETURNING order_id, version, " SNAPSHOT_NOW,
-                   2, params);
+                   3, params);
     if (res == NULL)
         return -1;
     if (PQntuples(res) == 0) {
@@ -287,7 +351,8 @@ static int start_checkout(PGconn *conn, const struct consumer_message *msg)
     PQclear(res);
     snprintf(saga.saga_id, sizeof(saga.saga_id), "%s", key);
     snprintf(saga.state, sizeof(saga.state), "%s", "reserving");
-    snprintf(version, sizeof(version), "%d", SAGA_DEFINITION_VERSION);
+    saga.definition_version = open_early ? SAGA_RESERVE_AND_OPEN : SAGA_RESERVE_THEN_OPEN;
+    snprintf(version, sizeof(version), "%d", saga.definition_version);
     const char *insert[] = {key, saga.order_id, version};
     if (db_exec_later(conn, "saga create",
                       "INSERT INTO sagas (saga_id, order_id, definition_version, state) "
@@ -301,8 +366,46 @@ static int start_checkout(PGconn *conn, const struct consumer_message *msg)
         order_update(conn, msg, &saga, ORDER_PENDING, NULL, NULL) != 0 ||
         command(conn, msg, &saga, TOPIC_INVENTORY_COMMANDS, MSG_RESERVE_STOCK, payload) != 0)
         return -1;
-    log_debug("msg=\"checkout started\" saga_id=%s order_id=%s", key, saga.order_id);
+    if (open_early) {
+        payload = cJSON_CreateObject();
+        cJSON_AddStringToObject(payload, "amount", amount);
+        if (command(conn, msg, &saga, TOPIC_PAYMENT_COMMANDS, MSG_CREATE_PAYMENT, payload) != 0)
+            return -1;
+    }
+    log_debug("msg=\"checkout started\" saga_id=%s order_id=%s version=%d", key, saga.order_id,
+              saga.definition_version);
     return CONSUMER_OK;
+}
+
+/* The payment is open and the stock reserved: offer the payment on the
+ * order and start the payment timeout. */
+static int offer_payment(PGconn *conn, const struct consumer_message *msg,
+                         const struct saga_config *cfg, struct saga *saga, const char *payment_id)
+{
+    return saga_step(conn, saga, msg->env->type, "awaiting_payment", msg->env->id, payment_id) !=
+                       0 ||
+                   timer_set(conn, saga->saga_id, "payment_timeout", cfg->payment_timeout_ms) !=
+                       0 ||
+                   order_update(conn, msg, saga, ORDER_PENDING, NULL, payment_id) != 0
+               ? -1
+               : 0;
+}
+
+/* Version 2: the stock is reserved at amount, the payment was asked for at
+ * the order's amount, and may or may not have answered yet. */
+static int stock_reserved_after_asking_payment(PGconn *conn, const struct consumer_message *msg,
+                                               const struct saga_config *cfg, struct saga *saga,
+                                               const char *amount)
+{
+    if (strcmp(amount, saga->amount) != 0) {
+        log_warn("msg=\"price changed since the payment was opened\" saga_id=%s opened=%s "
+                 "reserved=%s",
+                 saga->saga_id, saga->amount, amount);
+        return compensate(conn, msg, saga, cfg, msg->env->type, "price changed; please retry");
+    }
+    if (saga->opened_payment_id[0] == '\0')
+        return saga_step(conn, saga, msg->env->type, "opening_payment", msg->env->id, NULL);
+    return offer_payment(conn, msg, cfg, saga, saga->opened_payment_id);
 }
 
 /* Handles a reply about an existing saga. */
@@ -318,9 +421,12 @@ static int advance(PGconn *conn, const struct consumer_message *msg, const struc
         char amount[32];
         const char *params[] = {saga->order_id, amount};
 
-        if (payload_amount_times(unit_price ? unit_price : "0", saga->quantity, amount,
-                                 sizeof(amount)) != 0)
+        if (unit_price == NULL ||
+            payload_amount_times(unit_price, saga->quantity, amount, sizeof(amount)) != 0)
             return CONSUMER_FAIL;
+        price_learn(saga->product_id, unit_price);
+        if (saga->definition_version >= SAGA_RESERVE_AND_OPEN)
+            return stock_reserved_after_asking_payment(conn, msg, cfg, saga, amount);
         if (db_exec_later(conn, "order amount",
                           "UPDATE orders SET amount = $2::numeric WHERE order_id = $1::bigint", 2,
                           params) != 0)
@@ -335,9 +441,17 @@ static int advance(PGconn *conn, const struct consumer_message *msg, const struc
     }
     if (strcmp(type, MSG_STOCK_REJECTED) == 0 && strcmp(state, "reserving") == 0) {
         const char *reason = payload_str(msg->env->payload, "reason");
+        const char *params[] = {saga->saga_id};
 
-        /* Nothing was taken, so there is nothing to compensate. */
-        saga->stock_released = saga->payment_voided = 1;
+        /* Nothing was taken; only a payment asked for needs voiding. */
+        saga->stock_released = 1;
+        if (saga->definition_version >= SAGA_RESERVE_AND_OPEN)
+            return db_exec_later(conn, "stock never taken",
+                                 "UPDATE sagas SET stock_released = true WHERE saga_id = $1", 1,
+                                 params) != 0
+                       ? -1
+                       : compensate(conn, msg, saga, cfg, type, reason ? reason : "out of stock");
+        saga->payment_voided = 1;
         return saga_step(conn, saga, type, "cancelled", id, reason) != 0 ||
                        order_update(conn, msg, saga, ORDER_CANCELLED,
                                     reason ? reason : "out of stock", NULL) != 0
@@ -347,15 +461,22 @@ static int advance(PGconn *conn, const struct consumer_message *msg, const struc
     if (strcmp(type, MSG_PAYMENT_CREATED) == 0 && strcmp(state, "opening_payment") == 0) {
         const char *payment_id = payload_str(msg->env->payload, "payment_id");
 
-        if (payment_id == NULL)
+        if (payment_id == NULL || strlen(payment_id) >= sizeof(saga->payment_id))
             return CONSUMER_FAIL;
-        snprintf(saga->payment_id, sizeof(saga->payment_id), "%s", payment_id);
-        return saga_step(conn, saga, type, "awaiting_payment", id, payment_id) != 0 ||
-                       timer_set(conn, saga->saga_id, "payment_timeout", cfg->payment_timeout_ms) !=
-                           0 ||
-                       order_update(conn, msg, saga, ORDER_PENDING, NULL, payment_id) != 0
+        return offer_payment(conn, msg, cfg, saga, payment_id);
+    }
+    if (strcmp(type, MSG_PAYMENT_CREATED) == 0 && strcmp(state, "reserving") == 0 &&
+        saga->definition_version >= SAGA_RESERVE_AND_OPEN) {
+        const char *payment_id = payload_str(msg->env->payload, "payment_id");
+        const char *params[] = {saga->saga_id, payment_id};
+
+        /* Kept on the saga: the stock may still be refused. */
+        if (payment_id == NULL || strlen(payment_id) >= sizeof(saga->opened_payment_id))
+            return CONSUMER_FAIL;
+        return db_exec_later(conn, "payment opened",
+                             "UPDATE sagas SET payment_id = $2 WHERE saga_id = $1", 2, params) != 0
                    ? -1
-                   : 0;
+                   : saga_step(conn, saga, type, "reserving", id, payment_id);
     }
     if (strcmp(type, MSG_PAYMENT_SUCCEEDED) == 0 && strcmp(state, "awaiting_payment") == 0) {
         return saga_step(conn, saga, type, "dispatching", id, NULL) != 0 ||
@@ -397,7 +518,7 @@ int saga_handle(PGconn *conn, const struct consumer_message *msg, void *arg, cha
     int rc;
 
     if (strcmp(type, MSG_CHECKOUT_REQUESTED) == 0) {
-        rc = start_checkout(conn, msg);
+        rc = start_checkout(conn, msg, cfg);
     } else if (strcmp(type, MSG_STOCK_RESERVED) == 0 || strcmp(type, MSG_STOCK_REJECTED) == 0 ||
                strcmp(type, MSG_STOCK_RELEASED) == 0 || strcmp(type, MSG_PAYMENT_CREATED) == 0 ||
                strcmp(type, MSG_PAYMENT_SUCCEEDED) == 0 || strcmp(type, MSG_PAYMENT_FAILED) == 0 ||

@@ -10,18 +10,27 @@
  *        v (out of stock)                 v (failed, timed out)
  *    cancelled <------------------- compensating --(retries exhausted)-->
  *                                                      compensation_failed
+ *
+ * Definition version 1 asks for the payment once the stock is reserved.
+ * Version 2, used when the unit price is already known, asks for both at
+ * once: the payment's id is kept on the saga until the stock is reserved (only
+ * then is it offered on the order), a reservation at another price cancels
+ * the order, and out of stock voids the payment asked for. A saga keeps the
+ * version it started with.
  */
 #ifndef CHECKOUT_SAGA_H
 #define CHECKOUT_SAGA_H
 
 #include "consumer.h"
 
-#define SAGA_DEFINITION_VERSION 1
+#define SAGA_RESERVE_THEN_OPEN 1 /* definition versions, see above */
+#define SAGA_RESERVE_AND_OPEN  2
 
 struct saga_config {
     long payment_timeout_ms;      /* PAYMENT_TIMEOUT_MS */
     long compensation_retry_ms;   /* first resend of a compensation (COMPENSATION_RETRY_MS) */
     long max_compensation_rounds; /* rounds before compensation_failed (COMPENSATION_MAX_ROUNDS) */
+    int open_payment_early;       /* version 2 when the price is known (OPEN_PAYMENT_EARLY) */
 };
 
 /* The message types saga_handle acts on; the consumer acknowledges others

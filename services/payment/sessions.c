@@ -146,13 +146,41 @@ static int provider_result(PGconn *conn, const struct consumer_message *msg)
     return CONSUMER_SKIP;
 }
 
+/* Finds the payment opened for order (at most one). Returns 1 and fills
+ * payment_id, 0 if there is none, -1 on failure. */
+static int payment_of_order(PGconn *conn, const char *order, char *payment_id, size_t cap)
+{
+    const char *params[] = {order};
+    PGresult *res =
+        db_query(conn, "payment of order",
+                 "SELECT payment_id::text FROM payments WHERE order_id = $1::bigint", 1, params);
+    int found;
+
+    if (res == NULL)
+        return -1;
+    found = PQntuples(res) == 1;
+    if (found)
+        snprintf(payment_id, cap, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return found;
+}
+
+/* A cancel without a payment id comes from a saga that asked for the payment
+ * but had not heard back: its create command came earlier on the same
+ * partition, so the order's payment, if any, is the one to void. */
 static int cancel_payment(PGconn *conn, const struct consumer_message *msg, const char *order)
 {
     const char *payment_id = payload_str(msg->env->payload, "payment_id");
-    char status[16], order_id[32];
+    char status[16], order_id[32], of_order[ENVELOPE_UUID_LEN + 1];
     const char *outcome;
     int found;
 
+    if (payment_id == NULL || payment_id[0] == '\0') {
+        found = payment_of_order(conn, order, of_order, sizeof(of_order));
+        if (found < 0)
+            return -1;
+        payment_id = found ? of_order : NULL;
+    }
     found = payment_id ? load_payment(conn, payment_id, status, order_id) : 0;
     if (found < 0)
         return -1;
