@@ -76,14 +76,21 @@ static struct {
     char price[PRICES_MAX][32];
 } known_prices = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
+/* The slot of product_id in known_prices, or count when it has none. The
+ * caller holds the lock. */
+static int price_slot(const char *product_id)
+{
+    int i = 0;
+
+    while (i < known_prices.count && strcmp(known_prices.product_id[i], product_id) != 0)
+        i++;
+    return i;
+}
+
 static void price_learn(const char *product_id, const char *unit_price)
 {
-    int i;
-
     pthread_mutex_lock(&known_prices.lock);
-    for (i = 0; i < known_prices.count; i++)
-        if (strcmp(known_prices.product_id[i], product_id) == 0)
-            break;
+    int i = price_slot(product_id);
     if (i < PRICES_MAX) {
         snprintf(known_prices.product_id[i], sizeof(known_prices.product_id[i]), "%s", product_id);
         snprintf(known_prices.price[i], sizeof(known_prices.price[i]), "%s", unit_price);
@@ -96,15 +103,10 @@ static void price_learn(const char *product_id, const char *unit_price)
 /* Copies product_id's known price into price; returns 1, or 0 if unknown. */
 static int price_known(const char *product_id, char *price, size_t cap)
 {
-    int found = 0;
-
     pthread_mutex_lock(&known_prices.lock);
-    for (int i = 0; i < known_prices.count && !found; i++) {
-        if (strcmp(known_prices.product_id[i], product_id) == 0) {
-            snprintf(price, cap, "%s", known_prices.price[i]);
-            found = 1;
-        }
-    }
+    int i = price_slot(product_id), found = i < known_prices.count;
+    if (found)
+        snprintf(price, cap, "%s", known_prices.price[i]);
     pthread_mutex_unlock(&known_prices.lock);
     return found;
 }
@@ -458,21 +460,18 @@ static int advance(PGconn *conn, const struct consumer_message *msg, const struc
                    ? -1
                    : 0;
     }
-    if (strcmp(type, MSG_PAYMENT_CREATED) == 0 && strcmp(state, "opening_payment") == 0) {
-        const char *payment_id = payload_str(msg->env->payload, "payment_id");
-
-        if (payment_id == NULL || strlen(payment_id) >= sizeof(saga->payment_id))
-            return CONSUMER_FAIL;
-        return offer_payment(conn, msg, cfg, saga, payment_id);
-    }
-    if (strcmp(type, MSG_PAYMENT_CREATED) == 0 && strcmp(state, "reserving") == 0 &&
-        saga->definition_version >= SAGA_RESERVE_AND_OPEN) {
+    if (strcmp(type, MSG_PAYMENT_CREATED) == 0 &&
+        (strcmp(state, "opening_payment") == 0 ||
+         (strcmp(state, "reserving") == 0 && saga->definition_version >= SAGA_RESERVE_AND_OPEN))) {
         const char *payment_id = payload_str(msg->env->payload, "payment_id");
         const char *params[] = {saga->saga_id, payment_id};
 
-        /* Kept on the saga: the stock may still be refused. */
-        if (payment_id == NULL || strlen(payment_id) >= sizeof(saga->opened_payment_id))
+        if (payment_id == NULL || strlen(payment_id) >= sizeof(saga->payment_id))
             return CONSUMER_FAIL;
+        if (strcmp(state, "opening_payment") == 0)
+            return offer_payment(conn, msg, cfg, saga, payment_id);
+        /* Version 2, still reserving: kept on the saga, since the stock may
+         * still be refused. */
         return db_exec_later(conn, "payment opened",
                              "UPDATE sagas SET payment_id = $2 WHERE saga_id = $1", 2, params) != 0
                    ? -1

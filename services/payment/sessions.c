@@ -146,21 +146,24 @@ static int provider_result(PGconn *conn, const struct consumer_message *msg)
     return CONSUMER_SKIP;
 }
 
-/* Finds the payment opened for order (at most one). Returns 1 and fills
- * payment_id, 0 if there is none, -1 on failure. */
-static int payment_of_order(PGconn *conn, const char *order, char *payment_id, size_t cap)
+/* Locks the payment opened for order (at most one). Returns 1 and fills
+ * payment_id (ENVELOPE_UUID_LEN + 1 bytes) and status, 0 if none, -1. */
+static int load_payment_of_order(PGconn *conn, const char *order, char *payment_id, char *status)
 {
     const char *params[] = {order};
-    PGresult *res =
-        db_query(conn, "payment of order",
-                 "SELECT payment_id::text FROM payments WHERE order_id = $1::bigint", 1, params);
+    PGresult *res = db_query(conn, "payment of order",
+                             "SELECT payment_id::text, status FROM payments "
+                             "WHERE order_id = $1::bigint FOR UPDATE",
+                             1, params);
     int found;
 
     if (res == NULL)
         return -1;
     found = PQntuples(res) == 1;
-    if (found)
-        snprintf(payment_id, cap, "%s", PQgetvalue(res, 0, 0));
+    if (found) {
+        snprintf(payment_id, ENVELOPE_UUID_LEN + 1, "%s", PQgetvalue(res, 0, 0));
+        snprintf(status, 16, "%s", PQgetvalue(res, 0, 1));
+    }
     PQclear(res);
     return found;
 }
@@ -171,21 +174,21 @@ static int payment_of_order(PGconn *conn, const char *order, char *payment_id, s
 static int cancel_payment(PGconn *conn, const struct consumer_message *msg, const char *order)
 {
     const char *payment_id = payload_str(msg->env->payload, "payment_id");
-    char status[16], order_id[32], of_order[ENVELOPE_UUID_LEN + 1];
+    char status[16], order_id[32], of_order[ENVELOPE_UUID_LEN + 1] = "";
     const char *outcome;
     int found;
 
     if (payment_id == NULL || payment_id[0] == '\0') {
-        found = payment_of_order(conn, order, of_order, sizeof(of_order));
-        if (found < 0)
-            return -1;
-        payment_id = found ? of_order : NULL;
+        found = load_payment_of_order(conn, order, of_order, status);
+        payment_id = of_order;
+        snprintf(order_id, sizeof(order_id), "%s", order);
+    } else {
+        found = load_payment(conn, payment_id, status, order_id);
     }
-    found = payment_id ? load_payment(conn, payment_id, status, order_id) : 0;
     if (found < 0)
         return -1;
     if (found == 0)
-        return emit(conn, msg, MSG_PAYMENT_VOIDED, order, payment_id ? payment_id : "", "none");
+        return emit(conn, msg, MSG_PAYMENT_VOIDED, order, payment_id, "none");
     if (strcmp(status, "pending") == 0 || strcmp(status, "cancelled") == 0) {
         outcome = "cancelled";
         if (strcmp(status, "pending") == 0 && set_status(conn, payment_id, "cancelled", NULL))

@@ -119,6 +119,18 @@ def test_the_payment_is_opened_with_the_reservation_once_the_price_is_known(stor
             f"SELECT amount::text FROM payments WHERE order_id = {order_id}") == "99.99"
 
 
+def order_of(store, key):
+    return store.dbs["checkout"].scalar(
+        f"SELECT order_id FROM orders WHERE idempotency_key = '{key}'")
+
+
+def wait_payment_voided(store, order_id, which):
+    """Waits until the order has exactly one payment, and it is cancelled."""
+    wait_until(lambda: store.dbs["payment"].query(
+        f"SELECT status FROM payments WHERE order_id = {order_id}") == [["cancelled"]],
+        20, f"the payment {which} to be voided")
+
+
 def set_price(store, price):
     store.dbs["inventory"].query(f"UPDATE products SET price = {price} WHERE product_id = 1")
 
@@ -132,11 +144,7 @@ def test_a_price_change_cancels_the_checkout_opened_at_the_old_price(store):
             key = new_key()
             status, body = store.checkout(key)
             assert status == 409 and "price changed" in body, body
-            order_id = store.dbs["checkout"].scalar(
-                f"SELECT order_id FROM orders WHERE idempotency_key = '{key}'")
-            wait_until(lambda: store.dbs["payment"].query(
-                f"SELECT status FROM payments WHERE order_id = {order_id}") == [["cancelled"]],
-                20, "the payment at the old price to be voided")
+            wait_payment_voided(store, order_of(store, key), "at the old price")
             wait_until(lambda: inventory(store) == before, 20, "the stock to come back")
             # The next checkout opens at the price it has just learnt.
             status, payment_id, version = checkout_and_version(store)
@@ -168,12 +176,9 @@ def test_after_selling_out_the_next_checkout_fails_clearly_and_charges_nothing(s
     assert status == 409
     assert "out of stock" in body.lower()
     store.start(["payment"])
-    order_id = store.dbs["checkout"].scalar(
-        f"SELECT order_id FROM orders WHERE idempotency_key = '{key}'")
+    order_id = order_of(store, key)
     assert saga_version(store, key) == "2"
-    wait_until(lambda: store.dbs["payment"].query(
-        f"SELECT status FROM payments WHERE order_id = {order_id}") == [["cancelled"]],
-        20, "the payment opened for the refused order to be voided")
+    wait_payment_voided(store, order_id, "opened for the refused order")
     assert store.dbs["checkout"].scalar(
         f"SELECT payment_id IS NULL FROM orders WHERE order_id = {order_id}") == "t"
     status, _ = http(store.base, "POST", "/restock")
