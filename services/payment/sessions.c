@@ -69,24 +69,37 @@ static int create_payment(PGconn *conn, const struct consumer_message *msg, cons
     return emit(conn, msg, MSG_PAYMENT_CREATED, order_id, payment_id, NULL);
 }
 
-/* Locks the payment. Returns 1 and fills status/order_id, 0 if unknown, -1. */
-static int load_payment(PGconn *conn, const char *payment_id, char *status, char *order_id)
+/*
+ * Locks a payment: payment_id's or, when payment_id is NULL or "", the one
+ * opened for order (at most one). Returns 1 and fills status (16 bytes),
+ * order_id (32) and, when not NULL, found_id (ENVELOPE_UUID_LEN + 1); 0 if
+ * unknown, -1 on failure.
+ */
+static int load_payment(PGconn *conn, const char *payment_id, const char *order, char *found_id,
+                        char *status, char *order_id)
 {
-    const char *params[] = {payment_id};
+    int by_order = payment_id == NULL || payment_id[0] == '\0';
+    const char *params[] = {by_order ? order : payment_id};
     PGresult *res;
     int found;
 
-    if (!envelope_is_uuid(payment_id))
+    if (by_order ? order == NULL : !envelope_is_uuid(payment_id))
         return 0;
+    /* Literals, not a formatted buffer: db.c prepares statements by address. */
     res = db_query(conn, "payment read",
-                   "SELECT status, order_id FROM payments WHERE payment_id = $1::uuid FOR UPDATE",
+                   by_order ? "SELECT payment_id::text, status, order_id FROM payments "
+                              "WHERE order_id = $1::bigint FOR UPDATE"
+                            : "SELECT payment_id::text, status, order_id FROM payments "
+                              "WHERE payment_id = $1::uuid FOR UPDATE",
                    1, params);
     if (res == NULL)
         return -1;
     found = PQntuples(res) == 1;
     if (found) {
-        snprintf(status, 16, "%s", PQgetvalue(res, 0, 0));
-        snprintf(order_id, 32, "%s", PQgetvalue(res, 0, 1));
+        if (found_id != NULL)
+            snprintf(found_id, ENVELOPE_UUID_LEN + 1, "%s", PQgetvalue(res, 0, 0));
+        snprintf(status, 16, "%s", PQgetvalue(res, 0, 1));
+        snprintf(order_id, 32, "%s", PQgetvalue(res, 0, 2));
     }
     PQclear(res);
     return found;
@@ -117,7 +130,7 @@ static int provider_result(PGconn *conn, const struct consumer_message *msg)
 
     if (payment_id == NULL)
         return CONSUMER_SKIP;
-    found = load_payment(conn, payment_id, status, order_id);
+    found = load_payment(conn, payment_id, NULL, NULL, status, order_id);
     if (found <= 0) {
         if (found == 0)
             log_warn("msg=\"provider result for an unknown payment ignored\" payment_id=%.40s",
@@ -146,49 +159,21 @@ static int provider_result(PGconn *conn, const struct consumer_message *msg)
     return CONSUMER_SKIP;
 }
 
-/* Locks the payment opened for order (at most one). Returns 1 and fills
- * payment_id (ENVELOPE_UUID_LEN + 1 bytes) and status, 0 if none, -1. */
-static int load_payment_of_order(PGconn *conn, const char *order, char *payment_id, char *status)
-{
-    const char *params[] = {order};
-    PGresult *res = db_query(conn, "payment of order",
-                             "SELECT payment_id::text, status FROM payments "
-                             "WHERE order_id = $1::bigint FOR UPDATE",
-                             1, params);
-    int found;
-
-    if (res == NULL)
-        return -1;
-    found = PQntuples(res) == 1;
-    if (found) {
-        snprintf(payment_id, ENVELOPE_UUID_LEN + 1, "%s", PQgetvalue(res, 0, 0));
-        snprintf(status, 16, "%s", PQgetvalue(res, 0, 1));
-    }
-    PQclear(res);
-    return found;
-}
-
 /* A cancel without a payment id comes from a saga that asked for the payment
  * but had not heard back: its create command came earlier on the same
  * partition, so the order's payment, if any, is the one to void. */
 static int cancel_payment(PGconn *conn, const struct consumer_message *msg, const char *order)
 {
     const char *payment_id = payload_str(msg->env->payload, "payment_id");
-    char status[16], order_id[32], of_order[ENVELOPE_UUID_LEN + 1] = "";
+    char status[16], order_id[32], id[ENVELOPE_UUID_LEN + 1];
     const char *outcome;
-    int found;
+    int found = load_payment(conn, payment_id, order, id, status, order_id);
 
-    if (payment_id == NULL || payment_id[0] == '\0') {
-        found = load_payment_of_order(conn, order, of_order, status);
-        payment_id = of_order;
-        snprintf(order_id, sizeof(order_id), "%s", order);
-    } else {
-        found = load_payment(conn, payment_id, status, order_id);
-    }
     if (found < 0)
         return -1;
     if (found == 0)
-        return emit(conn, msg, MSG_PAYMENT_VOIDED, order, payment_id, "none");
+        return emit(conn, msg, MSG_PAYMENT_VOIDED, order, payment_id ? payment_id : "", "none");
+    payment_id = id;
     if (strcmp(status, "pending") == 0 || strcmp(status, "cancelled") == 0) {
         outcome = "cancelled";
         if (strcmp(status, "pending") == 0 && set_status(conn, payment_id, "cancelled", NULL))
