@@ -4,7 +4,10 @@
 #define _POSIX_C_SOURCE 200809L
 #include "kafka.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -149,26 +152,53 @@ rd_kafka_t *kafka_consumer_new(const struct kafka_settings *settings, const char
     return rk;
 }
 
-int kafka_ensure_topics(const char *brokers, const char *const *topics, int partitions,
-                        int timeout_ms, char *err, size_t errlen)
+/* A short-lived client for admin requests. Returns it or NULL. */
+static rd_kafka_t *admin_client(const char *brokers, char *err, size_t errlen)
 {
     struct kafka_settings settings = {.brokers = brokers, .client_id = "topic-admin"};
     rd_kafka_conf_t *conf = base_conf(&settings, err, errlen);
+    rd_kafka_t *rk;
+
+    if (conf == NULL)
+        return NULL;
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, errlen);
+    if (rk == NULL)
+        rd_kafka_conf_destroy(conf);
+    return rk;
+}
+
+/* Waits for the answer to an admin request. Returns the event (the caller
+ * destroys it), or NULL with the reason in err. */
+static rd_kafka_event_t *admin_answer(rd_kafka_queue_t *queue, int timeout_ms, const char *what,
+                                      char *err, size_t errlen)
+{
+    rd_kafka_event_t *event = rd_kafka_queue_poll(queue, timeout_ms + 2000);
+
+    if (event == NULL) {
+        snprintf(err, errlen, "%s: no answer within %d ms", what, timeout_ms);
+        return NULL;
+    }
+    if (rd_kafka_event_error(event)) {
+        snprintf(err, errlen, "%s: %s", what, rd_kafka_event_error_string(event));
+        rd_kafka_event_destroy(event);
+        return NULL;
+    }
+    return event;
+}
+
+int kafka_ensure_topics(const char *brokers, const char *const *topics, int partitions,
+                        int timeout_ms, char *err, size_t errlen)
+{
     rd_kafka_NewTopic_t *new_topics[64];
     rd_kafka_AdminOptions_t *options = NULL;
     rd_kafka_queue_t *queue = NULL;
     rd_kafka_event_t *event = NULL;
-    rd_kafka_t *rk = NULL;
+    rd_kafka_t *rk = admin_client(brokers, err, errlen);
     size_t count = 0;
     int rc = -1;
 
-    if (conf == NULL)
+    if (rk == NULL)
         return -1;
-    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, errlen);
-    if (rk == NULL) {
-        rd_kafka_conf_destroy(conf);
-        return -1;
-    }
     for (const char *const *t = topics; *t && count < 64; t++) {
         new_topics[count] = rd_kafka_NewTopic_new(*t, partitions, 1, err, errlen);
         if (new_topics[count] == NULL)
@@ -180,15 +210,9 @@ int kafka_ensure_topics(const char *brokers, const char *const *topics, int part
     rd_kafka_AdminOptions_set_operation_timeout(options, timeout_ms, err, errlen);
     queue = rd_kafka_queue_new(rk);
     rd_kafka_CreateTopics(rk, new_topics, count, options, queue);
-    event = rd_kafka_queue_poll(queue, timeout_ms + 2000);
-    if (event == NULL) {
-        snprintf(err, errlen, "create topics: no answer within %d ms", timeout_ms);
+    event = admin_answer(queue, timeout_ms, "create topics", err, errlen);
+    if (event == NULL)
         goto out;
-    }
-    if (rd_kafka_event_error(event)) {
-        snprintf(err, errlen, "create topics: %s", rd_kafka_event_error_string(event));
-        goto out;
-    }
     {
         const rd_kafka_CreateTopics_result_t *result = rd_kafka_event_CreateTopics_result(event);
         size_t n = 0;
@@ -215,6 +239,126 @@ out:
         rd_kafka_AdminOptions_destroy(options);
     for (size_t i = 0; i < count; i++)
         rd_kafka_NewTopic_destroy(new_topics[i]);
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
+int kafka_keep_ms(const char *retention_ms, const char *segment_ms, const char *cleanup_policy,
+                  long long *keep_ms)
+{
+    long long retention, segment;
+    char *end;
+
+    if (retention_ms == NULL || segment_ms == NULL || cleanup_policy == NULL)
+        return -1;
+    errno = 0;
+    retention = strtoll(retention_ms, &end, 10);
+    if (errno != 0 || end == retention_ms || *end != '\0' || retention < -1)
+        return -1;
+    segment = strtoll(segment_ms, &end, 10);
+    if (errno != 0 || end == segment_ms || *end != '\0' || segment < 1)
+        return -1;
+    /* "compact" alone keeps each key's last message for ever; with
+     * "delete" too, old segments still go after retention.ms. */
+    if (retention == -1 || strstr(cleanup_policy, "delete") == NULL) {
+        *keep_ms = -1;
+        return 0;
+    }
+    if (retention > LLONG_MAX - segment) {
+        *keep_ms = -1;
+        return 0;
+    }
+    *keep_ms = retention + segment;
+    return 0;
+}
+
+/* The keep time of one described topic; see kafka_topics_keep_ms. */
+static int resource_keep_ms(const rd_kafka_ConfigResource_t *resource, long long *keep_ms,
+                            char *err, size_t errlen)
+{
+    const char *retention = NULL, *segment = NULL, *policy = NULL;
+    const rd_kafka_ConfigEntry_t **entries;
+    size_t n = 0;
+
+    if (rd_kafka_ConfigResource_error(resource) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        snprintf(err, errlen, "describe topic %s: %s", rd_kafka_ConfigResource_name(resource),
+                 rd_kafka_ConfigResource_error_string(resource));
+        return -1;
+    }
+    entries = rd_kafka_ConfigResource_configs(resource, &n);
+    for (size_t i = 0; i < n; i++) {
+        const char *name = rd_kafka_ConfigEntry_name(entries[i]);
+
+        if (strcmp(name, "retention.ms") == 0)
+            retention = rd_kafka_ConfigEntry_value(entries[i]);
+        else if (strcmp(name, "segment.ms") == 0)
+            segment = rd_kafka_ConfigEntry_value(entries[i]);
+        else if (strcmp(name, "cleanup.policy") == 0)
+            policy = rd_kafka_ConfigEntry_value(entries[i]);
+    }
+    if (kafka_keep_ms(retention, segment, policy, keep_ms) != 0) {
+        snprintf(err, errlen, "topic %s: unreadable retention.ms, segment.ms or cleanup.policy",
+                 rd_kafka_ConfigResource_name(resource));
+        return -1;
+    }
+    return 0;
+}
+
+int kafka_topics_keep_ms(const char *brokers, const char *const *topics, int timeout_ms,
+                         long long *keep_ms, char *err, size_t errlen)
+{
+    rd_kafka_ConfigResource_t *resources[64];
+    rd_kafka_AdminOptions_t *options = NULL;
+    rd_kafka_queue_t *queue = NULL;
+    rd_kafka_event_t *event = NULL;
+    rd_kafka_t *rk = admin_client(brokers, err, errlen);
+    size_t count = 0;
+    int rc = -1;
+
+    if (rk == NULL)
+        return -1;
+    for (const char *const *t = topics; *t && count < 64; t++)
+        resources[count++] = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, *t);
+    options = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS);
+    rd_kafka_AdminOptions_set_request_timeout(options, timeout_ms, err, errlen);
+    queue = rd_kafka_queue_new(rk);
+    rd_kafka_DescribeConfigs(rk, resources, count, options, queue);
+    event = admin_answer(queue, timeout_ms, "describe topics", err, errlen);
+    if (event == NULL)
+        goto out;
+    {
+        const rd_kafka_DescribeConfigs_result_t *result =
+            rd_kafka_event_DescribeConfigs_result(event);
+        size_t n = 0;
+        const rd_kafka_ConfigResource_t **described =
+            rd_kafka_DescribeConfigs_result_resources(result, &n);
+
+        *keep_ms = 0;
+        for (size_t i = 0; i < n; i++) {
+            long long topic_keep;
+
+            if (resource_keep_ms(described[i], &topic_keep, err, errlen) != 0)
+                goto out;
+            if (topic_keep < 0 || *keep_ms < 0)
+                *keep_ms = -1;
+            else if (topic_keep > *keep_ms)
+                *keep_ms = topic_keep;
+        }
+        if (n != count) {
+            snprintf(err, errlen, "describe topics: %zu answers for %zu topics", n, count);
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    if (event)
+        rd_kafka_event_destroy(event);
+    if (queue)
+        rd_kafka_queue_destroy(queue);
+    if (options)
+        rd_kafka_AdminOptions_destroy(options);
+    for (size_t i = 0; i < count; i++)
+        rd_kafka_ConfigResource_destroy(resources[i]);
     rd_kafka_destroy(rk);
     return rc;
 }

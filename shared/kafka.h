@@ -56,6 +56,26 @@ rd_kafka_t *kafka_consumer_new(const struct kafka_settings *settings, const char
 int kafka_ensure_topics(const char *brokers, const char *const *topics, int partitions,
                         int timeout_ms, char *err, size_t errlen);
 
+/*
+ * How long a topic may still hold a message, from its configuration: a
+ * segment is deleted once its newest message is older than retention_ms, and
+ * a segment is closed at the latest segment_ms after its first message, so
+ * retention_ms + segment_ms. Sets *keep_ms to that, or to -1 when messages
+ * are kept for ever (retention.ms -1, or cleanup.policy "compact" without
+ * "delete"). Returns 0, or -1 when a value is missing or not a number.
+ */
+int kafka_keep_ms(const char *retention_ms, const char *segment_ms, const char *cleanup_policy,
+                  long long *keep_ms);
+
+/*
+ * Asks the broker for the configuration of each topic of the NULL-terminated
+ * array (wire names) and sets *keep_ms to the longest kafka_keep_ms among
+ * them, or -1 if any keeps messages for ever. Returns 0, or -1 with the
+ * reason in err (broker unreachable within timeout_ms, unknown topic).
+ */
+int kafka_topics_keep_ms(const char *brokers, const char *const *topics, int timeout_ms,
+                         long long *keep_ms, char *err, size_t errlen);
+
 /* Returns the value of header name in msg as a NUL-terminated copy in out
  * (truncated to cap), or -1 if absent. */
 int kafka_header(const rd_kafka_message_t *msg, const char *name, char *out, size_t cap);

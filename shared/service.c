@@ -15,6 +15,7 @@
 
 #include "backoff.h"
 #include "crashpoint.h"
+#include "inbox_prune.h"
 #include "kafka.h"
 #include "log.h"
 #include "relay.h"
@@ -31,6 +32,10 @@ struct service {
     int consumer_count;
     char instance_ids[MAX_CONSUMERS][160];
     struct admin_http *admin;
+    struct inbox_pruner *pruner;
+    char consumed_names[MAX_TOPICS][160]; /* wire names, for the pruner */
+    const char *consumed[MAX_TOPICS + 1];
+    char pruner_name[160];
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -85,6 +90,9 @@ void service_configure(const struct service_spec *spec, struct service_settings 
          "connection"},
         {"CONSUMER_BATCH_MAX", CONFIG_INT, &settings->consumer_batch, 0, "64", 1,
          CONSUMER_BATCH_MAX, "messages already fetched that share one transaction (1: none)"},
+        {"INBOX_PRUNE_INTERVAL_MS", CONFIG_INT, &settings->inbox_prune_interval_ms, 0, "600000", 0,
+         86400000,
+         "how often inbox rows no consumed topic can replay any more are deleted (0: never)"},
     };
     struct config_entry table[MAX_CONFIG];
     size_t count = 0;
@@ -204,6 +212,31 @@ static int service_routes(void *arg, const char *method, const char *path, int *
     return -1;
 }
 
+/* Starts the inbox pruner over the consumed topics. */
+static void start_pruner(struct service *svc)
+{
+    size_t count = 0;
+
+    for (const char *const *t = svc->spec->consume_topics; *t && count < MAX_TOPICS; t++) {
+        snprintf(svc->consumed_names[count], sizeof(svc->consumed_names[count]), "%s%s",
+                 svc->settings->topic_prefix, *t);
+        svc->consumed[count] = svc->consumed_names[count];
+        count++;
+    }
+    svc->consumed[count] = NULL;
+    snprintf(svc->pruner_name, sizeof(svc->pruner_name), "%s-inbox-prune", svc->spec->name);
+    struct inbox_prune_config cfg = {.db_url = svc->settings->database_url,
+                                     .name = svc->pruner_name,
+                                     .brokers = svc->settings->brokers,
+                                     .topics = svc->consumed,
+                                     .interval_ms = svc->settings->inbox_prune_interval_ms};
+    svc->pruner = inbox_pruner_start(&cfg);
+    if (svc->pruner == NULL) {
+        log_error("msg=\"inbox pruner failed to start\"");
+        exit(1);
+    }
+}
+
 struct service *service_start(const struct service_spec *spec,
                               const struct service_settings *settings)
 {
@@ -273,6 +306,8 @@ struct service *service_start(const struct service_spec *spec,
             }
             svc->consumer_count++;
         }
+        if (settings->inbox_prune_interval_ms > 0)
+            start_pruner(svc);
     }
     log_info("msg=\"service started\" admin_port=%ld group=%s", settings->admin_port,
              settings->group);
@@ -291,6 +326,7 @@ void service_stop(struct service *svc)
     if (svc == NULL)
         return;
     log_info("msg=\"service stopping\"");
+    inbox_pruner_stop(svc->pruner);
     for (int i = 0; i < svc->consumer_count; i++)
         consumer_stop(svc->consumers[i]);
     relay_stop(svc->relay);

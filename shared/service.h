@@ -1,12 +1,14 @@
 /*
  * service.h - the runtime every service process shares: configuration from
  * the environment (common variables plus the service's own), logging, topic
- * creation, the outbox relay, the idempotent consumer, the admin HTTP server
- * (/healthz, /readyz, /metrics, POST /crash) and shutdown on SIGTERM/SIGINT.
+ * creation, the outbox relay, the idempotent consumer and its inbox pruner,
+ * the admin HTTP server (/healthz, /readyz, /metrics, POST /crash) and
+ * shutdown on SIGTERM/SIGINT.
  *
  * Common variables: DATABASE_URL (required), KAFKA_BROKERS, KAFKA_GROUP,
  * KAFKA_INSTANCE_ID, KAFKA_LINGER_MS, KAFKA_SESSION_TIMEOUT_MS, KAFKA_TOPIC_PREFIX, ADMIN_PORT,
- * LOG_LEVEL, RELAY_BATCH_SIZE, MAX_ATTEMPTS.
+ * LOG_LEVEL, RELAY_BATCH_SIZE, MAX_ATTEMPTS, CONSUMER_THREADS, CONSUMER_BATCH_MAX,
+ * INBOX_PRUNE_INTERVAL_MS.
  */
 #ifndef SHARED_SERVICE_H
 #define SHARED_SERVICE_H
@@ -31,6 +33,7 @@ struct service_settings {
     long max_attempts;
     long consumer_batch;
     long consumer_threads;
+    long inbox_prune_interval_ms;
 };
 
 struct service_spec {

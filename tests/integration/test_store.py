@@ -4,6 +4,7 @@ service processes, PostgreSQL, Kafka). Every test ends by checking invariants
 
 import concurrent.futures
 import json
+import os
 import re
 import subprocess
 import threading
@@ -11,7 +12,7 @@ import uuid
 
 import pytest
 
-from harness import wait_until
+from harness import BROKERS, ROOT, wait_until
 from stack import DISPATCH_STEPS, PAYMENT_TIMEOUT_MS, Stack, http
 
 
@@ -278,6 +279,60 @@ def metric(store, service, name):
     assert status == 200, text
     values = [float(line.split()[1]) for line in text.splitlines() if line.startswith(name + " ")]
     return values[0] if values else 0.0
+
+
+def aged_inbox_row(store, days):
+    """Inserts a row into payment's inbox as if handled `days` ago; returns
+    its message id."""
+    message_id = f"aged-{days}d-{uuid.uuid4()}"
+    store.dbs["payment"].scalar(
+        "INSERT INTO inbox (message_id, topic, kafka_partition, kafka_offset, handled_at) "
+        f"VALUES ('{message_id}', 'payment.commands', 0, 0, now() - interval '{days} days') "
+        "RETURNING message_id")
+    return message_id
+
+
+def inbox_ids(store):
+    return {row[0] for row in store.dbs["payment"].query("SELECT message_id FROM inbox")}
+
+
+def alter_topic(store, topic, *change):
+    subprocess.run(["bash", os.path.join(ROOT, "scripts", "kafka.sh"), "tool",
+                    "kafka.admin.ConfigCommand", "--bootstrap-server", BROKERS, "--alter",
+                    "--entity-type", "topics", "--entity-name", store.prefix + topic, *change],
+                   check=True, capture_output=True, timeout=60)
+
+
+def test_the_inbox_keeps_a_row_while_its_topic_may_still_hold_the_message(store):
+    # payment consumes one topic, which keeps messages 7 days (retention.ms)
+    # in segments closed at the latest 7 days after their first message
+    # (segment.ms): a message may be read again for 14 days, so its inbox row
+    # is kept that long plus an hour's margin, and then deleted.
+    buy(store)
+    handled = inbox_ids(store)
+    old, needed = aged_inbox_row(store, 15), aged_inbox_row(store, 13)
+    store.stop(["payment"])
+    store.start(["payment"])  # the pruner's first run is at start
+    wait_until(lambda: old not in inbox_ids(store), 30, "the 15-day-old row to be pruned")
+    assert handled | {needed} <= inbox_ids(store)
+    assert metric(store, "payment", "inbox_keep_seconds") == (14 * 24 + 1) * 3600
+    assert metric(store, "payment", "inbox_pruned_total") == 1
+
+    # While a consumed topic keeps messages for ever, no row goes.
+    ancient = aged_inbox_row(store, 400)
+    alter_topic(store, "payment.commands", "--add-config", "retention.ms=-1")
+    try:
+        store.stop(["payment"])
+        store.start(["payment"])
+        wait_until(lambda: metric(store, "payment", "inbox_keep_seconds") == -1, 30,
+                   "pruning to stop for a topic kept for ever")
+        assert {ancient, needed} <= inbox_ids(store)
+        assert metric(store, "payment", "inbox_pruned_total") == 0
+    finally:
+        alter_topic(store, "payment.commands", "--delete-config", "retention.ms")
+        store.dbs["payment"].scalar(
+            "WITH gone AS (DELETE FROM inbox WHERE message_id LIKE 'aged-%' RETURNING 1) "
+            "SELECT count(*) FROM gone")
 
 
 def test_writers_wake_the_relay_and_waiting_requests_by_notification(store):
