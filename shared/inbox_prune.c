@@ -15,7 +15,7 @@
 #include "metrics.h"
 #include "ticker.h"
 
-#define PRUNE_BATCH 10000 /* rows per delete, so no transaction grows large */
+#define PRUNE_BATCH         10000 /* rows per delete, so no transaction grows large */
 #define DESCRIBE_TIMEOUT_MS 10000
 
 struct inbox_pruner {
@@ -45,9 +45,11 @@ static int refresh_keep(struct inbox_pruner *pruner)
         return 0;
     if (kafka_topics_keep_ms(pruner->cfg.brokers, pruner->cfg.topics, DESCRIBE_TIMEOUT_MS, &keep_ms,
                              err, sizeof(err)) != 0) {
-        log_warn("msg=\"inbox pruning cannot read the topics' retention; keeping every row\" "
-                 "error=\"%s\"",
+        log_warn("msg=\"inbox pruning cannot read the topics' retention; keeping every row "
+                 "until the next run\" error=\"%s\"",
                  err);
+        pruner->keep_ms = 0;
+        metrics_set(pruner->m_keep, 0);
         return -1;
     }
     clock_gettime(CLOCK_MONOTONIC, &pruner->asked_at);
@@ -66,7 +68,8 @@ static int refresh_keep(struct inbox_pruner *pruner)
 }
 
 /* The ticker's job: one batch. Returns the rows deleted when the batch was
- * full (run again at once), 0 otherwise, -1 on failure. */
+ * full (run again at once), 0 otherwise (sleep an interval), -1 when the
+ * database failed (back off and reconnect). */
 static int prune_run(PGconn *conn, void *arg)
 {
     struct inbox_pruner *pruner = arg;
@@ -75,9 +78,8 @@ static int prune_run(PGconn *conn, void *arg)
     PGresult *res;
     long deleted;
 
-    if (refresh_keep(pruner) != 0)
-        return -1;
-    if (pruner->keep_ms < 0)
+    /* Unknown or unbounded: delete nothing, ask again next run. */
+    if (refresh_keep(pruner) != 0 || pruner->keep_ms < 0)
         return 0;
     snprintf(keep, sizeof(keep), "%lld", pruner->keep_ms + INBOX_PRUNE_MARGIN_MS);
     snprintf(limit, sizeof(limit), "%d", PRUNE_BATCH);
@@ -105,8 +107,8 @@ struct inbox_pruner *inbox_pruner_start(const struct inbox_prune_config *cfg)
     if (pruner == NULL)
         return NULL;
     pruner->cfg = *cfg;
-    pruner->m_pruned = metrics_counter("inbox_pruned_total", NULL,
-                                       "Inbox rows deleted because no topic can hold their message");
+    pruner->m_pruned = metrics_counter(
+        "inbox_pruned_total", NULL, "Inbox rows deleted because no topic can hold their message");
     pruner->m_keep = metrics_gauge(
         "inbox_keep_seconds", NULL,
         "How long inbox rows are kept (-1: for ever, 0: not yet known from the broker)");
