@@ -114,6 +114,19 @@ int config_load_with(const struct config_entry *table, size_t count,
     return bad ? -1 : 0;
 }
 
+void config_print_help(FILE *out, const struct config_entry *table, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        const struct config_entry *entry = &table[i];
+
+        if (entry->default_val == NULL)
+            fprintf(out, "  %s (required)\n", entry->name);
+        else
+            fprintf(out, "  %s (default \"%s\")\n", entry->name, entry->default_val);
+        fprintf(out, "      %s\n", entry->help ? entry->help : "");
+    }
+}
+
 int config_load(const struct config_entry *table, size_t count, char *errbuf, size_t errlen)
 {
     return config_load_with(table, count, env_lookup, NULL, errbuf, errlen);

@@ -9,6 +9,7 @@
 #define SHARED_CONFIG_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 enum config_type { CONFIG_STRING, CONFIG_INT, CONFIG_BOOL };
 
@@ -37,6 +38,10 @@ int config_load(const struct config_entry *table, size_t count, char *errbuf, si
 int config_load_with(const struct config_entry *table, size_t count,
                      const char *(*lookup)(const char *name, void *arg), void *arg, char *errbuf,
                      size_t errlen);
+
+/* Writes every entry of table to out: its name, its default (or
+ * "required") and its help, for a program's --help. */
+void config_print_help(FILE *out, const struct config_entry *table, size_t count);
 
 /* Parses a boolean word as described above. Returns 0 and sets *out, or -1. */
 int config_parse_bool(const char *text, int *out);

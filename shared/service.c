@@ -51,7 +51,30 @@ int service_stopping(void)
     return stop_requested;
 }
 
-void service_configure(const struct service_spec *spec, struct service_settings *settings)
+/* Answers --help (the variables, to stdout, exit 0) and refuses any other
+ * argument (exit 2): configuration comes from the environment only. */
+static void service_arguments(const struct service_spec *spec, int argc, char **argv,
+                              const struct config_entry *table, size_t count)
+{
+    if (argc < 2)
+        return;
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        printf("Usage: %s\n\nThe %s service. Configured by these environment variables:\n",
+               spec->name, spec->name);
+        config_print_help(stdout, table, count);
+        printf("  CRASH_AT (default \"\")\n      fault injection for tests: a crash point name, "
+               "see shared/crashpoint.h\n");
+        exit(0);
+    }
+    fprintf(stderr,
+            "%s: unexpected argument \"%s\"; it is configured by environment variables "
+            "(see %s --help)\n",
+            spec->name, argv[1], spec->name);
+    exit(2);
+}
+
+void service_configure(const struct service_spec *spec, struct service_settings *settings, int argc,
+                       char **argv)
 {
     static char default_port[16];
 
@@ -104,6 +127,7 @@ void service_configure(const struct service_spec *spec, struct service_settings 
         table[count++] = common[i];
     for (size_t i = 0; i < spec->extra_config_count && count < MAX_CONFIG; i++)
         table[count++] = spec->extra_config[i];
+    service_arguments(spec, argc, argv, table, count);
     log_init(spec->name, LOG_LEVEL_INFO);
     if (config_load(table, count, errors, sizeof(errors)) != 0) {
         fprintf(stderr, "%s: bad configuration:\n%s", spec->name, errors);

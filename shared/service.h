@@ -56,9 +56,11 @@ struct service; /* opaque */
 /*
  * Loads the configuration (common and extra entries together; every bad
  * variable is printed and the process exits with status 2), sets up logging,
- * and fills settings. Call before service_start().
+ * and fills settings. Call before service_start(). main's arguments: --help
+ * lists the variables and exits 0; any other argument exits with status 2.
  */
-void service_configure(const struct service_spec *spec, struct service_settings *settings);
+void service_configure(const struct service_spec *spec, struct service_settings *settings, int argc,
+                       char **argv);
 
 /*
  * Creates the topics (waiting for the broker), then starts the relay, the

@@ -33,7 +33,7 @@ static char *load_page(const char *path, size_t *len)
     return page;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     static const char *const consume[] = {TOPIC_CHECKOUT_EVENTS, TOPIC_INVENTORY_EVENTS,
                                           TOPIC_DISPATCH_EVENTS, NULL};
@@ -73,7 +73,7 @@ int main(void)
     char *page;
     char err[256];
 
-    service_configure(&spec, &settings);
+    service_configure(&spec, &settings, argc, argv);
     page = load_page(page_path, &page_len);
     store.pool = db_pool_new(settings.database_url, "api", (int)pool_size);
     if (store.pool == NULL)

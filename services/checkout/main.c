@@ -12,7 +12,7 @@
 #include "service.h"
 #include "ticker.h"
 
-int main(void)
+int main(int argc, char **argv)
 {
     static const char *const consume[] = {TOPIC_CHECKOUT_COMMANDS, TOPIC_INVENTORY_EVENTS,
                                           TOPIC_PAYMENT_EVENTS, TOPIC_DISPATCH_EVENTS, NULL};
@@ -44,7 +44,7 @@ int main(void)
     struct ticker *timers;
     struct db_pool *pool;
 
-    service_configure(&spec, &settings);
+    service_configure(&spec, &settings, argc, argv);
     pool = db_pool_new(settings.database_url, "checkout-inspect", 2);
     if (pool == NULL)
         return 1;

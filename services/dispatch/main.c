@@ -8,7 +8,7 @@
 #include "shipments.h"
 #include "ticker.h"
 
-int main(void)
+int main(int argc, char **argv)
 {
     static const char *const consume[] = {TOPIC_DISPATCH_COMMANDS, NULL};
     static const char *const produce[] = {TOPIC_DISPATCH_EVENTS, NULL};
@@ -31,7 +31,7 @@ int main(void)
     struct service *svc;
     struct ticker *ticker;
 
-    service_configure(&spec, &settings);
+    service_configure(&spec, &settings, argc, argv);
     svc = service_start(&spec, &settings);
     ticker = ticker_start(settings.database_url, "dispatch-steps", 100, shipments_tick, &cfg);
     if (ticker == NULL)

@@ -7,7 +7,7 @@
 #include "service.h"
 #include "stock.h"
 
-int main(void)
+int main(int argc, char **argv)
 {
     static const char *const consume[] = {TOPIC_INVENTORY_COMMANDS, NULL};
     static const char *const produce[] = {TOPIC_INVENTORY_EVENTS, NULL};
@@ -20,7 +20,7 @@ int main(void)
                                       .handled_types = stock_handled_types};
     struct service *svc;
 
-    service_configure(&spec, &settings);
+    service_configure(&spec, &settings, argc, argv);
     svc = service_start(&spec, &settings);
     service_wait(svc);
     service_stop(svc);
