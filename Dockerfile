@@ -1,6 +1,6 @@
 # The widget store's five services in one image (docker-compose.yml runs one
 # container per service, each with its own command). Multi-stage: a full
-# Debian 12 toolchain builds everything with the project's Makefile; the
+# Debian 12 toolchain builds the services with the project's Makefile; the
 # runtime stage has only the shared libraries, psql (for scripts/migrate.sh)
 # and curl (for health checks).
 
@@ -8,14 +8,13 @@ FROM debian:12 AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       build-essential pkg-config \
-      librdkafka-dev libpq-dev libmicrohttpd-dev libcjson-dev libssl-dev uuid-dev check \
+      librdkafka-dev libpq-dev libmicrohttpd-dev libcjson-dev libssl-dev uuid-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Makefile ./
 COPY shared/ shared/
 COPY services/ services/
-COPY tests/ tests/
-RUN make -j"$(nproc)" all
+RUN make -j"$(nproc)" services
 
 FROM debian:12-slim
 RUN apt-get update \

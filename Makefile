@@ -1,6 +1,7 @@
 # Widget store: top-level build.
 #
 #   make            build everything (build/)
+#   make services   the five service binaries only
 #   make SAN=1      the same with AddressSanitizer + UBSan (build/asan/)
 #   make test       every test: unit, then integration against a real
 #                   PostgreSQL and Kafka that the harness starts; each in
@@ -43,8 +44,11 @@ TOOLS := $(BUILD)/tests/msgtest $(BUILD)/tests/outbox_bench $(BUILD)/tests/loadg
 
 SERVICES := $(foreach s,$(wildcard services/*/main.c),$(BUILD)/$(patsubst %/main.c,%,$(s)))
 
-.PHONY: all test test-unit test-integration test-browser bench bench-load up down format format-check clean
+.PHONY: all services test test-unit test-integration test-browser bench bench-load up down format format-check clean
 all: $(SHARED_LIB) $(UNIT_BIN) $(TOOLS) $(SERVICES)
+
+# The five service binaries only (what the container image needs).
+services: $(SERVICES)
 
 $(BUILD)/obj/%.o: %.c $(wildcard shared/*.h) services/contracts.h | $(BUILD)
 	@mkdir -p $(dir $@)
