@@ -7,6 +7,7 @@
 #                   PostgreSQL and Kafka that the harness starts; each in
 #                   the normal and the sanitizer build
 #   make test-unit  unit tests only (no infrastructure needed)
+#   make test-deploy  docker-compose.yml and k8s/ against schemas and code
 #   make test-browser  headless Chromium against the system `make up` runs
 #   make bench      the messaging micro-benchmark
 #   make up / down  run / stop the whole system locally
@@ -44,7 +45,7 @@ TOOLS := $(BUILD)/tests/msgtest $(BUILD)/tests/outbox_bench $(BUILD)/tests/loadg
 
 SERVICES := $(foreach s,$(wildcard services/*/main.c),$(BUILD)/$(patsubst %/main.c,%,$(s)))
 
-.PHONY: all services test test-unit test-integration test-browser bench bench-load up down format format-check clean
+.PHONY: all services test test-unit test-deploy test-integration test-browser bench bench-load up down format format-check clean
 all: $(SHARED_LIB) $(UNIT_BIN) $(TOOLS) $(SERVICES)
 
 # The five service binaries only (what the container image needs).
@@ -90,11 +91,16 @@ test-unit: $(UNIT_BIN)
 test-integration: all
 	BUILD_DIR=$(BUILD) bash tests/integration/run.sh
 
+# docker-compose.yml and k8s/ checked against the schemas and the code.
+test-deploy: services
+	BUILD_DIR=$(BUILD) bash tests/deploy/run.sh
+
 # Every test: unit and integration (messaging core and end-to-end store) in
 # the normal and the sanitizer build, then the browser test against `make up`.
 test:
 	$(MAKE) test-unit
 	$(MAKE) SAN=1 test-unit
+	$(MAKE) test-deploy
 	$(MAKE) test-integration
 	$(MAKE) SAN=1 test-integration
 	$(MAKE) test-browser
