@@ -152,94 +152,106 @@ rd_kafka_t *kafka_consumer_new(const struct kafka_settings *settings, const char
     return rk;
 }
 
-/* A short-lived client for admin requests. Returns it or NULL. */
-static rd_kafka_t *admin_client(const char *brokers, char *err, size_t errlen)
+/* The handles of one admin request, on a short-lived client of its own. */
+struct admin_request {
+    rd_kafka_t *rk;
+    rd_kafka_AdminOptions_t *options;
+    rd_kafka_queue_t *queue;
+    rd_kafka_event_t *event; /* the answer, once admin_wait() returned 0 */
+};
+
+/* Creates the client, the options (timeout_ms) and the answer queue.
+ * Returns 0, or -1 with the reason in err (nothing to release then). */
+static int admin_begin(struct admin_request *req, const char *brokers, rd_kafka_admin_op_t op,
+                       int timeout_ms, char *err, size_t errlen)
 {
     struct kafka_settings settings = {.brokers = brokers, .client_id = "topic-admin"};
     rd_kafka_conf_t *conf = base_conf(&settings, err, errlen);
-    rd_kafka_t *rk;
 
+    memset(req, 0, sizeof(*req));
     if (conf == NULL)
-        return NULL;
-    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, errlen);
-    if (rk == NULL)
+        return -1;
+    req->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, errlen);
+    if (req->rk == NULL) {
         rd_kafka_conf_destroy(conf);
-    return rk;
+        return -1;
+    }
+    req->options = rd_kafka_AdminOptions_new(req->rk, op);
+    rd_kafka_AdminOptions_set_request_timeout(req->options, timeout_ms, err, errlen);
+    if (op == RD_KAFKA_ADMIN_OP_CREATETOPICS)
+        rd_kafka_AdminOptions_set_operation_timeout(req->options, timeout_ms, err, errlen);
+    req->queue = rd_kafka_queue_new(req->rk);
+    return 0;
 }
 
-/* Waits for the answer to an admin request. Returns the event (the caller
- * destroys it), or NULL with the reason in err. */
-static rd_kafka_event_t *admin_answer(rd_kafka_queue_t *queue, int timeout_ms, const char *what,
-                                      char *err, size_t errlen)
+/* Waits for the answer to the request sent. Returns 0 (the answer in
+ * req->event), or -1 with the reason in err. */
+static int admin_wait(struct admin_request *req, int timeout_ms, const char *what, char *err,
+                      size_t errlen)
 {
-    rd_kafka_event_t *event = rd_kafka_queue_poll(queue, timeout_ms + 2000);
-
-    if (event == NULL) {
+    req->event = rd_kafka_queue_poll(req->queue, timeout_ms + 2000);
+    if (req->event == NULL) {
         snprintf(err, errlen, "%s: no answer within %d ms", what, timeout_ms);
-        return NULL;
+        return -1;
     }
-    if (rd_kafka_event_error(event)) {
-        snprintf(err, errlen, "%s: %s", what, rd_kafka_event_error_string(event));
-        rd_kafka_event_destroy(event);
-        return NULL;
+    if (rd_kafka_event_error(req->event)) {
+        snprintf(err, errlen, "%s: %s", what, rd_kafka_event_error_string(req->event));
+        return -1;
     }
-    return event;
+    return 0;
+}
+
+static void admin_release(struct admin_request *req)
+{
+    if (req->event)
+        rd_kafka_event_destroy(req->event);
+    rd_kafka_queue_destroy(req->queue);
+    rd_kafka_AdminOptions_destroy(req->options);
+    rd_kafka_destroy(req->rk);
+}
+
+/* Checks the answer to a CreateTopics request: an existing topic is fine. */
+static int created_all(rd_kafka_event_t *event, char *err, size_t errlen)
+{
+    const rd_kafka_CreateTopics_result_t *result = rd_kafka_event_CreateTopics_result(event);
+    size_t n = 0;
+    const rd_kafka_topic_result_t **results = rd_kafka_CreateTopics_result_topics(result, &n);
+
+    for (size_t i = 0; i < n; i++) {
+        rd_kafka_resp_err_t terr = rd_kafka_topic_result_error(results[i]);
+
+        if (terr != RD_KAFKA_RESP_ERR_NO_ERROR && terr != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+            snprintf(err, errlen, "create topic %s: %s", rd_kafka_topic_result_name(results[i]),
+                     rd_kafka_topic_result_error_string(results[i]));
+            return -1;
+        }
+    }
+    return 0;
 }
 
 int kafka_ensure_topics(const char *brokers, const char *const *topics, int partitions,
                         int timeout_ms, char *err, size_t errlen)
 {
     rd_kafka_NewTopic_t *new_topics[64];
-    rd_kafka_AdminOptions_t *options = NULL;
-    rd_kafka_queue_t *queue = NULL;
-    rd_kafka_event_t *event = NULL;
-    rd_kafka_t *rk = admin_client(brokers, err, errlen);
+    struct admin_request req;
     size_t count = 0;
     int rc = -1;
 
-    if (rk == NULL)
-        return -1;
     for (const char *const *t = topics; *t && count < 64; t++) {
         new_topics[count] = rd_kafka_NewTopic_new(*t, partitions, 1, err, errlen);
         if (new_topics[count] == NULL)
             goto out;
         count++;
     }
-    options = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
-    rd_kafka_AdminOptions_set_request_timeout(options, timeout_ms, err, errlen);
-    rd_kafka_AdminOptions_set_operation_timeout(options, timeout_ms, err, errlen);
-    queue = rd_kafka_queue_new(rk);
-    rd_kafka_CreateTopics(rk, new_topics, count, options, queue);
-    event = admin_answer(queue, timeout_ms, "create topics", err, errlen);
-    if (event == NULL)
+    if (admin_begin(&req, brokers, RD_KAFKA_ADMIN_OP_CREATETOPICS, timeout_ms, err, errlen) != 0)
         goto out;
-    {
-        const rd_kafka_CreateTopics_result_t *result = rd_kafka_event_CreateTopics_result(event);
-        size_t n = 0;
-        const rd_kafka_topic_result_t **results = rd_kafka_CreateTopics_result_topics(result, &n);
-
-        for (size_t i = 0; i < n; i++) {
-            rd_kafka_resp_err_t terr = rd_kafka_topic_result_error(results[i]);
-
-            if (terr != RD_KAFKA_RESP_ERR_NO_ERROR &&
-                terr != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-                snprintf(err, errlen, "create topic %s: %s", rd_kafka_topic_result_name(results[i]),
-                         rd_kafka_topic_result_error_string(results[i]));
-                goto out;
-            }
-        }
-    }
-    rc = 0;
+    rd_kafka_CreateTopics(req.rk, new_topics, count, req.options, req.queue);
+    if (admin_wait(&req, timeout_ms, "create topics", err, errlen) == 0)
+        rc = created_all(req.event, err, errlen);
+    admin_release(&req);
 out:
-    if (event)
-        rd_kafka_event_destroy(event);
-    if (queue)
-        rd_kafka_queue_destroy(queue);
-    if (options)
-        rd_kafka_AdminOptions_destroy(options);
     for (size_t i = 0; i < count; i++)
         rd_kafka_NewTopic_destroy(new_topics[i]);
-    rd_kafka_destroy(rk);
     return rc;
 }
 
@@ -304,62 +316,52 @@ static int resource_keep_ms(const rd_kafka_ConfigResource_t *resource, long long
     return 0;
 }
 
+/* The longest keep time among the described topics of event. */
+static int described_keep_ms(rd_kafka_event_t *event, size_t expected, long long *keep_ms,
+                             char *err, size_t errlen)
+{
+    const rd_kafka_DescribeConfigs_result_t *result = rd_kafka_event_DescribeConfigs_result(event);
+    size_t n = 0;
+    const rd_kafka_ConfigResource_t **described =
+        rd_kafka_DescribeConfigs_result_resources(result, &n);
+
+    if (n != expected) {
+        snprintf(err, errlen, "describe topics: %zu answers for %zu topics", n, expected);
+        return -1;
+    }
+    *keep_ms = 0;
+    for (size_t i = 0; i < n; i++) {
+        long long topic_keep;
+
+        if (resource_keep_ms(described[i], &topic_keep, err, errlen) != 0)
+            return -1;
+        if (topic_keep < 0 || *keep_ms < 0)
+            *keep_ms = -1;
+        else if (topic_keep > *keep_ms)
+            *keep_ms = topic_keep;
+    }
+    return 0;
+}
+
 int kafka_topics_keep_ms(const char *brokers, const char *const *topics, int timeout_ms,
                          long long *keep_ms, char *err, size_t errlen)
 {
     rd_kafka_ConfigResource_t *resources[64];
-    rd_kafka_AdminOptions_t *options = NULL;
-    rd_kafka_queue_t *queue = NULL;
-    rd_kafka_event_t *event = NULL;
-    rd_kafka_t *rk = admin_client(brokers, err, errlen);
+    struct admin_request req;
     size_t count = 0;
     int rc = -1;
 
-    if (rk == NULL)
-        return -1;
     for (const char *const *t = topics; *t && count < 64; t++)
         resources[count++] = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, *t);
-    options = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS);
-    rd_kafka_AdminOptions_set_request_timeout(options, timeout_ms, err, errlen);
-    queue = rd_kafka_queue_new(rk);
-    rd_kafka_DescribeConfigs(rk, resources, count, options, queue);
-    event = admin_answer(queue, timeout_ms, "describe topics", err, errlen);
-    if (event == NULL)
-        goto out;
-    {
-        const rd_kafka_DescribeConfigs_result_t *result =
-            rd_kafka_event_DescribeConfigs_result(event);
-        size_t n = 0;
-        const rd_kafka_ConfigResource_t **described =
-            rd_kafka_DescribeConfigs_result_resources(result, &n);
-
-        *keep_ms = 0;
-        for (size_t i = 0; i < n; i++) {
-            long long topic_keep;
-
-            if (resource_keep_ms(described[i], &topic_keep, err, errlen) != 0)
-                goto out;
-            if (topic_keep < 0 || *keep_ms < 0)
-                *keep_ms = -1;
-            else if (topic_keep > *keep_ms)
-                *keep_ms = topic_keep;
-        }
-        if (n != count) {
-            snprintf(err, errlen, "describe topics: %zu answers for %zu topics", n, count);
-            goto out;
-        }
+    if (admin_begin(&req, brokers, RD_KAFKA_ADMIN_OP_DESCRIBECONFIGS, timeout_ms, err, errlen) ==
+        0) {
+        rd_kafka_DescribeConfigs(req.rk, resources, count, req.options, req.queue);
+        if (admin_wait(&req, timeout_ms, "describe topics", err, errlen) == 0)
+            rc = described_keep_ms(req.event, count, keep_ms, err, errlen);
+        admin_release(&req);
     }
-    rc = 0;
-out:
-    if (event)
-        rd_kafka_event_destroy(event);
-    if (queue)
-        rd_kafka_queue_destroy(queue);
-    if (options)
-        rd_kafka_AdminOptions_destroy(options);
     for (size_t i = 0; i < count; i++)
         rd_kafka_ConfigResource_destroy(resources[i]);
-    rd_kafka_destroy(rk);
     return rc;
 }
 
