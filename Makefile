@@ -3,9 +3,9 @@
 #   make            build everything (build/)
 #   make services   the five service binaries only
 #   make SAN=1      the same with AddressSanitizer + UBSan (build/asan/)
-#   make test       every test: unit, then integration against a real
-#                   PostgreSQL and Kafka that the harness starts; each in
-#                   the normal and the sanitizer build
+#   make test       every test: unit, deployment files, then integration
+#                   against a real PostgreSQL and Kafka that the harness
+#                   starts; unit and integration in both builds, then browser
 #   make test-unit  unit tests only (no infrastructure needed)
 #   make test-deploy  docker-compose.yml and k8s/ against schemas and code
 #   make test-image   build the container image with podman, buy in it
@@ -102,8 +102,9 @@ test-deploy: services
 test-image: all
 	bash tests/deploy/image.sh
 
-# Every test: unit and integration (messaging core and end-to-end store) in
-# the normal and the sanitizer build, then the browser test against `make up`.
+# Every test: unit (normal and sanitizer build), the deployment files, then
+# integration (messaging core and end-to-end store) in both builds, then the
+# browser test against `make up`.
 test:
 	$(MAKE) test-unit
 	$(MAKE) SAN=1 test-unit
