@@ -176,3 +176,45 @@ def test_every_resource_is_in_the_namespace_and_runs_unprivileged(manifests):
             assert context["allowPrivilegeEscalation"] is False, container["name"]
             assert context["capabilities"]["drop"] == ["ALL"], container["name"]
             assert "memory" in container["resources"]["limits"], container["name"]
+
+
+def selects(selector, labels):
+    """True when a NetworkPolicy podSelector selects a pod with labels."""
+    if not all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        assert expr["operator"] == "In", expr
+        if labels.get(expr["key"]) not in expr["values"]:
+            return False
+    return True
+
+
+def test_network_policies_let_each_service_port_through_and_name_real_ports(manifests):
+    policies = [d for d in manifests if d["kind"] == "NetworkPolicy"]
+    pods = []
+    for doc, spec in pod_specs(manifests):
+        if doc["kind"] == "Job":
+            continue
+        ports = {p["name"]: p["containerPort"] for c in spec["containers"] for p in c.get("ports", [])}
+        pods.append((doc["metadata"]["name"], doc["spec"]["template"]["metadata"]["labels"], ports))
+    assert any(p["spec"]["podSelector"] == {} and "ingress" not in p["spec"] for p in policies), \
+        "no default deny"
+    for policy in policies:
+        selected = [(name, ports) for name, labels, ports in pods
+                    if selects(policy["spec"]["podSelector"], labels)]
+        assert selected, f"{policy['metadata']['name']} selects no pod"
+        for rule in policy["spec"].get("ingress", []):
+            for port in rule["ports"]:
+                for name, ports in selected:
+                    assert port["port"] in ports, f"{policy['metadata']['name']}: {name} {port}"
+    # Every port a Service exposes is let in by some policy.
+    for service in (d for d in manifests if d["kind"] == "Service"):
+        for name, labels, ports in pods:
+            if not all(labels.get(k) == v for k, v in service["spec"]["selector"].items()):
+                continue
+            for port in service["spec"]["ports"]:
+                assert any(selects(p["spec"]["podSelector"], labels) and
+                           any(port["targetPort"] == q["port"]
+                               for rule in p["spec"].get("ingress", []) for q in rule["ports"])
+                           for p in policies), \
+                    f"no policy lets {service['metadata']['name']}:{port['targetPort']} in"
