@@ -58,9 +58,7 @@ def env_file_keys():
 
 def pod_specs(manifests):
     for doc in manifests:
-        if doc["kind"] in ("Deployment", "StatefulSet"):
-            yield doc, doc["spec"]["template"]["spec"]
-        elif doc["kind"] == "Job":
+        if doc["kind"] in ("Deployment", "StatefulSet", "Job"):
             yield doc, doc["spec"]["template"]["spec"]
 
 

@@ -5,6 +5,7 @@
 #include <check.h>
 
 #include "backoff.h"
+#include "run_tests.h"
 
 START_TEST(cap_doubles_until_the_maximum)
 {
@@ -65,19 +66,12 @@ END_TEST
 
 int main(void)
 {
-    Suite *suite = suite_create("backoff");
-    TCase *tc = tcase_create("core");
-    SRunner *runner;
-    int failed;
+    const TTest *const tests[] = {
+        cap_doubles_until_the_maximum,
+        delays_stay_within_the_jitter_window,
+        jitter_varies_and_reset_restarts,
+        bad_bounds_are_clamped,
+    };
 
-    tcase_add_test(tc, cap_doubles_until_the_maximum);
-    tcase_add_test(tc, delays_stay_within_the_jitter_window);
-    tcase_add_test(tc, jitter_varies_and_reset_restarts);
-    tcase_add_test(tc, bad_bounds_are_clamped);
-    suite_add_tcase(suite, tc);
-    runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? 0 : 1;
+    return run_tests("backoff", "core", tests, sizeof(tests) / sizeof(tests[0]));
 }

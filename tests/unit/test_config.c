@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "run_tests.h"
 
 struct fake_env {
     const char *names[8];
@@ -93,20 +94,10 @@ END_TEST
 
 int main(void)
 {
-    Suite *suite = suite_create("config");
-    TCase *tc = tcase_create("core");
-    SRunner *runner;
-    int failed;
+    const TTest *const tests[] = {
+        defaults_apply_when_unset,   values_override_defaults,  every_bad_variable_is_named,
+        overlong_string_is_rejected, integers_must_parse_whole,
+    };
 
-    tcase_add_test(tc, defaults_apply_when_unset);
-    tcase_add_test(tc, values_override_defaults);
-    tcase_add_test(tc, every_bad_variable_is_named);
-    tcase_add_test(tc, overlong_string_is_rejected);
-    tcase_add_test(tc, integers_must_parse_whole);
-    suite_add_tcase(suite, tc);
-    runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? 0 : 1;
+    return run_tests("config", "core", tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "envelope.h"
+#include "run_tests.h"
 
 static char *valid_json(void)
 {
@@ -233,25 +234,18 @@ END_TEST
 
 int main(void)
 {
-    Suite *suite = suite_create("envelope");
-    TCase *tc = tcase_create("core");
-    SRunner *runner;
-    int failed;
+    const TTest *const tests[] = {
+        round_trip_keeps_every_field,
+        null_causation_round_trips_as_empty,
+        unknown_fields_are_ignored,
+        every_truncation_is_rejected,
+        oversized_input_is_rejected_unread,
+        malformed_input_is_rejected_with_a_reason,
+        overlong_fields_are_rejected,
+        helpers_validate_uuid_and_time,
+        new_ids_are_version_7_and_sort_by_time,
+        build_rejects_overlong_strings_and_frees_payload,
+    };
 
-    tcase_add_test(tc, round_trip_keeps_every_field);
-    tcase_add_test(tc, null_causation_round_trips_as_empty);
-    tcase_add_test(tc, unknown_fields_are_ignored);
-    tcase_add_test(tc, every_truncation_is_rejected);
-    tcase_add_test(tc, oversized_input_is_rejected_unread);
-    tcase_add_test(tc, malformed_input_is_rejected_with_a_reason);
-    tcase_add_test(tc, overlong_fields_are_rejected);
-    tcase_add_test(tc, helpers_validate_uuid_and_time);
-    tcase_add_test(tc, new_ids_are_version_7_and_sort_by_time);
-    tcase_add_test(tc, build_rejects_overlong_strings_and_frees_payload);
-    suite_add_tcase(suite, tc);
-    runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? 0 : 1;
+    return run_tests("envelope", "core", tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -7,6 +7,7 @@
 #include <check.h>
 
 #include "kafka.h"
+#include "run_tests.h"
 
 #define WEEK_MS 604800000LL
 
@@ -56,18 +57,11 @@ END_TEST
 
 int main(void)
 {
-    Suite *suite = suite_create("kafka_keep");
-    TCase *tc = tcase_create("core");
-    SRunner *runner;
-    int failed;
+    const TTest *const tests[] = {
+        retention_and_segment_add_up,
+        unlimited_retention_or_compaction_alone_keeps_for_ever,
+        missing_or_malformed_values_are_errors,
+    };
 
-    tcase_add_test(tc, retention_and_segment_add_up);
-    tcase_add_test(tc, unlimited_retention_or_compaction_alone_keeps_for_ever);
-    tcase_add_test(tc, missing_or_malformed_values_are_errors);
-    suite_add_tcase(suite, tc);
-    runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? 0 : 1;
+    return run_tests("kafka_keep", "core", tests, sizeof(tests) / sizeof(tests[0]));
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "metrics.h"
+#include "run_tests.h"
 
 START_TEST(counters_render_with_help_and_type_once)
 {
@@ -62,18 +63,11 @@ END_TEST
 
 int main(void)
 {
-    Suite *suite = suite_create("metrics");
-    TCase *tc = tcase_create("core");
-    SRunner *runner;
-    int failed;
+    const TTest *const tests[] = {
+        counters_render_with_help_and_type_once,
+        registering_twice_returns_the_same_metric,
+        histogram_buckets_are_cumulative,
+    };
 
-    tcase_add_test(tc, counters_render_with_help_and_type_once);
-    tcase_add_test(tc, registering_twice_returns_the_same_metric);
-    tcase_add_test(tc, histogram_buckets_are_cumulative);
-    suite_add_tcase(suite, tc);
-    runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? 0 : 1;
+    return run_tests("metrics", "core", tests, sizeof(tests) / sizeof(tests[0]));
 }

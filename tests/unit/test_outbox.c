@@ -7,6 +7,7 @@
 
 #include "log.h"
 #include "outbox.h"
+#include "run_tests.h"
 
 START_TEST(child_keeps_the_trace_id_and_gets_a_new_span)
 {
@@ -48,18 +49,11 @@ END_TEST
 
 int main(void)
 {
-    Suite *suite = suite_create("outbox");
-    TCase *tc = tcase_create("core");
-    SRunner *runner;
-    int failed;
+    const TTest *const tests[] = {
+        child_keeps_the_trace_id_and_gets_a_new_span,
+        invalid_parent_starts_a_new_trace,
+        log_levels_parse,
+    };
 
-    tcase_add_test(tc, child_keeps_the_trace_id_and_gets_a_new_span);
-    tcase_add_test(tc, invalid_parent_starts_a_new_trace);
-    tcase_add_test(tc, log_levels_parse);
-    suite_add_tcase(suite, tc);
-    runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? 0 : 1;
+    return run_tests("outbox", "core", tests, sizeof(tests) / sizeof(tests[0]));
 }

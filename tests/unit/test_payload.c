@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "payload.h"
+#include "run_tests.h"
 
 static const char *times(const char *price, const char *quantity)
 {
@@ -46,17 +47,10 @@ END_TEST
 
 int main(void)
 {
-    Suite *suite = suite_create("payload");
-    TCase *tc = tcase_create("amount");
-    SRunner *runner;
-    int failed;
+    const TTest *const tests[] = {
+        amounts_are_exact_in_cents,
+        malformed_or_too_large_is_refused,
+    };
 
-    tcase_add_test(tc, amounts_are_exact_in_cents);
-    tcase_add_test(tc, malformed_or_too_large_is_refused);
-    suite_add_tcase(suite, tc);
-    runner = srunner_create(suite);
-    srunner_run_all(runner, CK_NORMAL);
-    failed = srunner_ntests_failed(runner);
-    srunner_free(runner);
-    return failed == 0 ? 0 : 1;
+    return run_tests("payload", "amount", tests, sizeof(tests) / sizeof(tests[0]));
 }
