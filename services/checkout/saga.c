@@ -284,7 +284,7 @@ static int compensate(PGconn *conn, const struct consumer_message *cause, struct
         timer_set(conn, saga->saga_id, "compensation_retry", cfg->compensation_retry_ms) != 0)
         return -1;
     crashpoint("checkout.in_compensation");
-    log_warn("msg=\"order cancelled\" saga_id=%s order_id=%s reason=\"%s\"", saga->saga_id,
+    log_info("msg=\"order cancelled\" saga_id=%s order_id=%s reason=\"%s\"", saga->saga_id,
              saga->order_id, reason);
     return 0;
 }
