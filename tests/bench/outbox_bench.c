@@ -7,10 +7,18 @@
  *             (relay NOTIFY wake-up, produce, broker ack, fetch, inbox insert).
  *   drain:    100,000 rows already in the outbox, relay started; time until
  *             the broker acknowledged and the relay deleted them all.
+ *   hops:     the cost of one saga hand-off with no business work in it. N
+ *             chains run at once (closed loop): each handler, in its inbox
+ *             transaction, writes the chain's next message to the outbox,
+ *             which the relay publishes and the consumer takes again. Prints
+ *             hand-offs per second and the whole machine's CPU per hand-off
+ *             (PostgreSQL, broker and this process: run it with nothing else
+ *             busy), for 1, 16 and 256 chains.
  *
  * Environment: BENCH_DATABASE_URL (required), KAFKA_BROKERS, BENCH_TOPIC,
  * BENCH_LATENCY_MESSAGES (default 2000), BENCH_RATE (messages/s, default 200),
- * BENCH_DRAIN_MESSAGES (default 100000).
+ * BENCH_DRAIN_MESSAGES (default 100000), BENCH_HOP_SECONDS (per chain count,
+ * default 15; 0 skips the hops).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <stdatomic.h>
@@ -18,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "backoff.h"
 #include "config.h"
@@ -33,6 +42,7 @@ static char topic_base[128];
 static long latency_messages;
 static long rate;
 static long drain_messages;
+static long hop_seconds;
 
 static const struct config_entry config_table[] = {
     {"BENCH_DATABASE_URL", CONFIG_STRING, database_url, sizeof(database_url), NULL, 0, 0,
@@ -43,6 +53,8 @@ static const struct config_entry config_table[] = {
     {"BENCH_LATENCY_MESSAGES", CONFIG_INT, &latency_messages, 0, "2000", 10, 1000000, "count"},
     {"BENCH_RATE", CONFIG_INT, &rate, 0, "200", 1, 100000, "messages per second"},
     {"BENCH_DRAIN_MESSAGES", CONFIG_INT, &drain_messages, 0, "100000", 1, 10000000, "count"},
+    {"BENCH_HOP_SECONDS", CONFIG_INT, &hop_seconds, 0, "15", 0, 3600,
+     "seconds measured per chain count in the hops phase"},
 };
 
 static double *commit_ms;          /* per seq: when COMMIT returned */
@@ -76,7 +88,9 @@ static int handle(PGconn *conn, const struct consumer_message *msg, void *arg, c
     return CONSUMER_OK;
 }
 
-static int enqueue(PGconn *conn, const char *topic, long seq)
+/* Writes a bench_event with payload {"seq": seq} (and "generation" unless
+ * negative) to the outbox, keyed by seq. */
+static int enqueue_in(PGconn *conn, const char *topic, long seq, long generation)
 {
     struct envelope env;
     cJSON *payload = cJSON_CreateObject();
@@ -84,12 +98,19 @@ static int enqueue(PGconn *conn, const char *topic, long seq)
     int rc;
 
     cJSON_AddNumberToObject(payload, "seq", (double)seq);
+    if (generation >= 0)
+        cJSON_AddNumberToObject(payload, "generation", (double)generation);
     snprintf(key, sizeof(key), "k%ld", seq % 256);
     if (envelope_build(&env, "bench_event", key, "bench", NULL, payload) != 0)
         return -1;
     rc = outbox_enqueue(conn, topic, key, &env, NULL);
     envelope_free(&env);
     return rc;
+}
+
+static int enqueue(PGconn *conn, const char *topic, long seq)
+{
+    return enqueue_in(conn, topic, seq, -1);
 }
 
 static int compare_double(const void *a, const void *b)
@@ -237,6 +258,118 @@ static int bench_drain(PGconn *conn)
     return 0;
 }
 
+static char hop_topic[160];
+static atomic_long hop_generation;
+
+/* Hands the chain on: its next message goes out in this transaction, unless
+ * the chain belongs to an earlier round, which ends here. */
+static int handle_hop(PGconn *conn, const struct consumer_message *msg, void *arg, char *err,
+                      size_t errlen)
+{
+    const cJSON *seq = cJSON_GetObjectItemCaseSensitive(msg->env->payload, "seq");
+    const cJSON *generation = cJSON_GetObjectItemCaseSensitive(msg->env->payload, "generation");
+
+    (void)arg;
+    (void)err;
+    (void)errlen;
+    if (!cJSON_IsNumber(seq) || !cJSON_IsNumber(generation))
+        return CONSUMER_SKIP;
+    if ((long)generation->valuedouble != atomic_load(&hop_generation))
+        return CONSUMER_OK;
+    if (enqueue_in(conn, hop_topic, (long)seq->valuedouble, (long)generation->valuedouble) != 0)
+        return consumer_db_failure(conn);
+    return CONSUMER_OK;
+}
+
+/* Busy time of all CPUs so far, in clock ticks (/proc/stat: all but idle
+ * and iowait). */
+static long long machine_busy_ticks(void)
+{
+    unsigned long long v[10] = {0};
+    FILE *f = fopen("/proc/stat", "r");
+    long long busy = 0;
+
+    if (f == NULL)
+        return -1;
+    if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+               &v[3], &v[4], &v[5], &v[6], &v[7], &v[8], &v[9]) < 8)
+        busy = -1;
+    fclose(f);
+    if (busy < 0)
+        return -1;
+    for (int i = 0; i < 8; i++)
+        busy += (i == 3 || i == 4) ? 0 : (long long)v[i];
+    return busy;
+}
+
+static int bench_hops(PGconn *conn)
+{
+    static const long chain_counts[] = {1, 16, 256};
+    char group[160], err[512];
+    const char *topics[] = {hop_topic, NULL};
+    struct relay_config relay_cfg = {.db_url = database_url, .name = "bench-relay"};
+    struct consumer_config consumer_cfg = {
+        .db_url = database_url, .name = "bench", .topics = topics, .handler = handle_hop};
+    struct relay *relay;
+    struct consumer *consumer;
+    double tick_ms = 1000.0 / (double)sysconf(_SC_CLK_TCK), started;
+
+    snprintf(hop_topic, sizeof(hop_topic), "%s.hops", topic_base);
+    snprintf(group, sizeof(group), "%s-hops", topic_base);
+    if (kafka_ensure_topics(brokers, topics, 4, 10000, err, sizeof(err)) != 0) {
+        fprintf(stderr, "topics: %s\n", err);
+        return -1;
+    }
+    relay_cfg.kafka = settings(group);
+    consumer_cfg.kafka = settings(group);
+    relay = relay_start(&relay_cfg, err, sizeof(err));
+    consumer = consumer_start(&consumer_cfg, err, sizeof(err));
+    if (!relay || !consumer) {
+        fprintf(stderr, "start: %s\n", err);
+        return -1;
+    }
+    started = now_ms();
+    while (!consumer_is_ready(consumer) || !relay_is_active(relay)) {
+        if (now_ms() - started > 30000) {
+            fprintf(stderr, "consumer or relay not ready after 30 s\n");
+            return -1;
+        }
+        backoff_sleep_ms(50);
+    }
+    for (size_t c = 0; c < sizeof(chain_counts) / sizeof(chain_counts[0]); c++) {
+        long chains = chain_counts[c], generation = atomic_fetch_add(&hop_generation, 1) + 1;
+
+        if (db_begin(conn) != 0)
+            return -1;
+        for (long seq = 0; seq < chains; seq++) {
+            if (enqueue_in(conn, hop_topic, seq, generation) != 0)
+                return -1;
+        }
+        if (db_commit(conn) != 0)
+            return -1;
+        backoff_sleep_ms(3000); /* warm-up; the previous round's chains end */
+        long long handled = consumer_handled(consumer), busy = machine_busy_ticks();
+        started = now_ms();
+        backoff_sleep_ms(hop_seconds * 1000);
+        double elapsed = now_ms() - started;
+        long long hops = consumer_handled(consumer) - handled;
+        double busy_ms = (double)(machine_busy_ticks() - busy) * tick_ms;
+
+        if (hops <= 0 || busy < 0) {
+            fprintf(stderr, "hops: no hand-off in %ld s with %ld chains\n", hop_seconds, chains);
+            return -1;
+        }
+        printf("hops: %ld chains, %.0f hand-offs/s, %.2f ms each end to end, "
+               "%.3f ms of CPU each (all processes)\n",
+               chains, (double)hops * 1000.0 / elapsed, (double)chains * elapsed / (double)hops,
+               busy_ms / (double)hops);
+    }
+    atomic_fetch_add(&hop_generation, 1);
+    consumer_stop(consumer);
+    relay_stop(relay);
+    return 0;
+}
+
 int main(void)
 {
     char errors[2048];
@@ -254,7 +387,10 @@ int main(void)
         fprintf(stderr, "database: %s\n", errors);
         return 1;
     }
-    rc = bench_latency(conn) == 0 && bench_drain(conn) == 0 ? 0 : 1;
+    rc = bench_latency(conn) == 0 && bench_drain(conn) == 0 &&
+                 (hop_seconds == 0 || bench_hops(conn) == 0)
+             ? 0
+             : 1;
     PQfinish(conn);
     return rc;
 }
