@@ -391,3 +391,99 @@ int kafka_header(const rd_kafka_message_t *msg, const char *name, char *out, siz
     out[size] = '\0';
     return 0;
 }
+
+int kafka_topic_watermarks(rd_kafka_t *rk, const char *topic, int32_t *ids, int64_t *low,
+                           int64_t *high, int max, int timeout_ms)
+{
+    const struct rd_kafka_metadata *metadata = NULL;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    int n = -1;
+
+    if (rkt == NULL)
+        return -1;
+    if (rd_kafka_metadata(rk, 0, rkt, &metadata, timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        goto out;
+    if (metadata->topic_cnt != 1 || metadata->topics[0].err)
+        goto out;
+    n = 0;
+    for (int i = 0; i < metadata->topics[0].partition_cnt && n < max; i++, n++) {
+        ids[n] = metadata->topics[0].partitions[i].id;
+        if (rd_kafka_query_watermark_offsets(rk, topic, ids[n], &low[n], &high[n], timeout_ms) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR) {
+            n = -1;
+            goto out;
+        }
+    }
+out:
+    if (metadata)
+        rd_kafka_metadata_destroy(metadata);
+    rd_kafka_topic_destroy(rkt);
+    return n;
+}
+
+int kafka_read_topic(rd_kafka_t *rk, const char *topic, int timeout_ms,
+                     void (*fn)(const rd_kafka_message_t *msg, void *arg), void *arg)
+{
+    int32_t ids[KAFKA_MAX_PARTITIONS];
+    int64_t low[KAFKA_MAX_PARTITIONS], high[KAFKA_MAX_PARTITIONS];
+    int n = kafka_topic_watermarks(rk, topic, ids, low, high, KAFKA_MAX_PARTITIONS, timeout_ms);
+    int remaining = 0;
+    rd_kafka_topic_partition_list_t *list;
+
+    if (n < 0)
+        return -1;
+    list = rd_kafka_topic_partition_list_new(n > 0 ? n : 1);
+    for (int i = 0; i < n; i++) {
+        if (high[i] <= low[i])
+            continue;
+        rd_kafka_topic_partition_list_add(list, topic, ids[i])->offset = low[i];
+        remaining++;
+    }
+    rd_kafka_assign(rk, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    while (remaining > 0) {
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, timeout_ms);
+
+        if (msg == NULL)
+            break;
+        if (!msg->err) {
+            fn(msg, arg);
+            for (int i = 0; i < n; i++) {
+                if (ids[i] == msg->partition && msg->offset + 1 == high[i])
+                    remaining--;
+            }
+        }
+        rd_kafka_message_destroy(msg);
+    }
+    rd_kafka_assign(rk, NULL);
+    return remaining == 0 ? 0 : -1;
+}
+
+rd_kafka_message_t *kafka_read_at(rd_kafka_t *rk, const char *topic, int32_t partition,
+                                  int64_t offset, int timeout_ms)
+{
+    rd_kafka_topic_partition_list_t *list;
+    rd_kafka_message_t *found = NULL;
+    int64_t low, high;
+
+    if (rd_kafka_query_watermark_offsets(rk, topic, partition, &low, &high, timeout_ms) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR ||
+        offset < low || offset >= high)
+        return NULL;
+    list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, topic, partition)->offset = offset;
+    rd_kafka_assign(rk, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    while (found == NULL) {
+        rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, timeout_ms);
+
+        if (msg == NULL)
+            break;
+        if (!msg->err && msg->partition == partition && msg->offset == offset)
+            found = msg;
+        else
+            rd_kafka_message_destroy(msg);
+    }
+    rd_kafka_assign(rk, NULL);
+    return found;
+}

@@ -76,6 +76,36 @@ int kafka_keep_ms(const char *retention_ms, const char *segment_ms, const char *
 int kafka_topics_keep_ms(const char *brokers, const char *const *topics, int timeout_ms,
                          long long *keep_ms, char *err, size_t errlen);
 
+#define KAFKA_MAX_PARTITIONS 256 /* per topic, for the readers below */
+
+/*
+ * Partition ids, low and high watermarks (the first offset the partition
+ * keeps, the next one to be written) of topic (wire name), for at most max
+ * partitions. Returns the number of partitions, or -1 if the topic is unknown
+ * or the broker did not answer within timeout_ms.
+ */
+int kafka_topic_watermarks(rd_kafka_t *rk, const char *topic, int32_t *ids, int64_t *low,
+                           int64_t *high, int max, int timeout_ms);
+
+/*
+ * Calls fn for every message topic (wire name) keeps, from each partition's
+ * first offset to its end as of the call. rk is a consumer subscribed to
+ * nothing (kafka_consumer_new with no topics), whose assignment this uses.
+ * Returns 0, or -1 if the topic is unknown or a message did not come within
+ * timeout_ms.
+ */
+int kafka_read_topic(rd_kafka_t *rk, const char *topic, int timeout_ms,
+                     void (*fn)(const rd_kafka_message_t *msg, void *arg), void *arg);
+
+/*
+ * The message at offset in topic's partition (rk as for kafka_read_topic), or
+ * NULL if the partition no longer keeps that offset (retention), never had
+ * it, or it did not come within timeout_ms. Free with
+ * rd_kafka_message_destroy().
+ */
+rd_kafka_message_t *kafka_read_at(rd_kafka_t *rk, const char *topic, int32_t partition,
+                                  int64_t offset, int timeout_ms);
+
 /* Returns the value of header name in msg as a NUL-terminated copy in out
  * (truncated to cap), or -1 if absent. */
 int kafka_header(const rd_kafka_message_t *msg, const char *name, char *out, size_t cap);

@@ -361,36 +361,6 @@ static int cmd_produce(const char *to_topic, const char *key)
     return 0;
 }
 
-/* Fetches partition ids and high watermarks of a topic. Returns the number of
- * partitions (at most max), or -1. */
-static int topic_watermarks(rd_kafka_t *rk, const char *name, int32_t *ids, int64_t *high, int max)
-{
-    const struct rd_kafka_metadata *metadata = NULL;
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, name, NULL);
-    int n = -1;
-
-    if (rd_kafka_metadata(rk, 0, rkt, &metadata, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        goto out;
-    if (metadata->topic_cnt != 1 || metadata->topics[0].err)
-        goto out;
-    n = 0;
-    for (int i = 0; i < metadata->topics[0].partition_cnt && n < max; i++, n++) {
-        int64_t low;
-
-        ids[n] = metadata->topics[0].partitions[i].id;
-        if (rd_kafka_query_watermark_offsets(rk, name, ids[n], &low, &high[n], 10000) !=
-            RD_KAFKA_RESP_ERR_NO_ERROR) {
-            n = -1;
-            goto out;
-        }
-    }
-out:
-    if (metadata)
-        rd_kafka_metadata_destroy(metadata);
-    rd_kafka_topic_destroy(rkt);
-    return n;
-}
-
 static rd_kafka_t *group_client(const char *group_id)
 {
     struct kafka_settings settings = kafka_settings("msgtest-admin");
@@ -406,63 +376,38 @@ static rd_kafka_t *group_client(const char *group_id)
     return rk;
 }
 
+static void print_value(const rd_kafka_message_t *msg, void *arg)
+{
+    (void)arg;
+    printf("%.*s\n", (int)msg->len, (const char *)msg->payload);
+}
+
 static int cmd_dump(const char *name)
 {
     rd_kafka_t *rk = group_client("msgtest-dump");
-    int32_t ids[256];
-    int64_t high[256];
-    int n, remaining;
-    rd_kafka_topic_partition_list_t *list;
+    int rc;
 
     if (rk == NULL)
         return 1;
-    n = topic_watermarks(rk, name, ids, high, 256);
-    if (n < 0) {
-        fprintf(stderr, "dump: topic %s unknown\n", name);
-        rd_kafka_destroy(rk);
-        return 1;
-    }
-    list = rd_kafka_topic_partition_list_new(n);
-    remaining = 0;
-    for (int i = 0; i < n; i++) {
-        rd_kafka_topic_partition_list_add(list, name, ids[i])->offset = RD_KAFKA_OFFSET_BEGINNING;
-        if (high[i] > 0)
-            remaining++;
-    }
-    rd_kafka_assign(rk, list);
-    rd_kafka_topic_partition_list_destroy(list);
-    while (remaining > 0) {
-        rd_kafka_message_t *msg = rd_kafka_consumer_poll(rk, 10000);
-
-        if (msg == NULL) {
-            fprintf(stderr, "dump: timed out\n");
-            break;
-        }
-        if (!msg->err) {
-            printf("%.*s\n", (int)msg->len, (const char *)msg->payload);
-            for (int i = 0; i < n; i++) {
-                if (ids[i] == msg->partition && msg->offset + 1 == high[i])
-                    remaining--;
-            }
-        }
-        rd_kafka_message_destroy(msg);
-    }
+    rc = kafka_read_topic(rk, name, 10000, print_value, NULL);
+    if (rc != 0)
+        fprintf(stderr, "dump: topic %s unknown, or timed out\n", name);
     rd_kafka_destroy(rk);
-    return remaining == 0 ? 0 : 1;
+    return rc == 0 ? 0 : 1;
 }
 
 static int cmd_lag(const char *group_id, const char *name)
 {
     rd_kafka_t *rk = group_client(group_id);
-    int32_t ids[256];
-    int64_t high[256];
+    int32_t ids[KAFKA_MAX_PARTITIONS];
+    int64_t low[KAFKA_MAX_PARTITIONS], high[KAFKA_MAX_PARTITIONS];
     rd_kafka_topic_partition_list_t *list;
     long long lag = 0;
     int n;
 
     if (rk == NULL)
         return 1;
-    n = topic_watermarks(rk, name, ids, high, 256);
+    n = kafka_topic_watermarks(rk, name, ids, low, high, KAFKA_MAX_PARTITIONS, 10000);
     if (n < 0) {
         rd_kafka_destroy(rk);
         return 1;
