@@ -15,6 +15,7 @@
 
 #include "backoff.h"
 #include "crashpoint.h"
+#include "dead_letters.h"
 #include "inbox_prune.h"
 #include "kafka.h"
 #include "log.h"
@@ -51,16 +52,21 @@ int service_stopping(void)
     return stop_requested;
 }
 
-/* Answers --help (the variables, to stdout, exit 0) and refuses any other
- * argument (exit 2): configuration comes from the environment only. */
-static void service_arguments(const struct service_spec *spec, int argc, char **argv,
-                              const struct config_entry *table, size_t count)
+/* Answers --help (the variables, to stdout, exit 0), recognises the
+ * operator's commands (returns 1), and refuses any other argument (exit 2):
+ * configuration comes from the environment only. */
+static int service_arguments(const struct service_spec *spec, int argc, char **argv,
+                             const struct config_entry *table, size_t count)
 {
     if (argc < 2)
-        return;
+        return 0;
+    if (strcmp(argv[1], "dead-letters") == 0)
+        return 1;
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        printf("Usage: %s\n\nThe %s service. Configured by these environment variables:\n",
-               spec->name, spec->name);
+        printf("Usage: %s\n       %s dead-letters [--json]\n       %s dead-letters redrive "
+               "MESSAGE_ID\n\nThe %s service, or its dead letters (list them; hand one back once "
+               "the cause is fixed). Configured by these environment variables:\n",
+               spec->name, spec->name, spec->name, spec->name);
         config_print_help(stdout, table, count);
         printf("  CRASH_AT (default \"\")\n      fault injection for tests: a crash point name, "
                "see shared/crashpoint.h\n");
@@ -127,7 +133,7 @@ void service_configure(const struct service_spec *spec, struct service_settings 
         table[count++] = common[i];
     for (size_t i = 0; i < spec->extra_config_count && count < MAX_CONFIG; i++)
         table[count++] = spec->extra_config[i];
-    service_arguments(spec, argc, argv, table, count);
+    int command = service_arguments(spec, argc, argv, table, count);
     log_init(spec->name, LOG_LEVEL_INFO);
     if (config_load(table, count, errors, sizeof(errors)) != 0) {
         fprintf(stderr, "%s: bad configuration:\n%s", spec->name, errors);
@@ -141,6 +147,8 @@ void service_configure(const struct service_spec *spec, struct service_settings 
         exit(2);
     }
     log_init(spec->name, level);
+    if (command)
+        exit(dead_letters_command(spec, settings, argc - 1, argv + 1));
     crashpoint_init();
 }
 

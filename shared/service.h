@@ -9,6 +9,9 @@
  * KAFKA_INSTANCE_ID, KAFKA_LINGER_MS, KAFKA_SESSION_TIMEOUT_MS, KAFKA_TOPIC_PREFIX, ADMIN_PORT,
  * LOG_LEVEL, RELAY_BATCH_SIZE, MAX_ATTEMPTS, CONSUMER_THREADS, CONSUMER_BATCH_MAX,
  * INBOX_PRUNE_INTERVAL_MS.
+ *
+ * With the argument "dead-letters", the same binary and environment run the
+ * operator's command of dead_letters.h instead of the service.
  */
 #ifndef SHARED_SERVICE_H
 #define SHARED_SERVICE_H
@@ -57,7 +60,9 @@ struct service; /* opaque */
  * Loads the configuration (common and extra entries together; every bad
  * variable is printed and the process exits with status 2), sets up logging,
  * and fills settings. Call before service_start(). main's arguments: --help
- * lists the variables and exits 0; any other argument exits with status 2.
+ * lists the variables and exits 0; "dead-letters ..." runs that command
+ * (dead_letters.h) and exits with its status; any other argument exits with
+ * status 2.
  */
 void service_configure(const struct service_spec *spec, struct service_settings *settings, int argc,
                        char **argv);

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from harness import BROKERS, ROOT, wait_until
+from harness import BROKERS, BUILD_DIR, ROOT, wait_until
 from stack import DISPATCH_STEPS, PAYMENT_TIMEOUT_MS, Stack, http
 
 
@@ -333,6 +333,67 @@ def test_the_inbox_keeps_a_row_while_its_topic_may_still_hold_the_message(store)
         store.dbs["payment"].scalar(
             "WITH gone AS (DELETE FROM inbox WHERE message_id LIKE 'aged-%' RETURNING 1) "
             "SELECT count(*) FROM gone")
+
+
+def dead_letters(store, service, *args):
+    """Runs `SERVICE dead-letters ARGS` with the service's environment."""
+    return subprocess.run([os.path.join(BUILD_DIR, "services", service), "dead-letters", *args],
+                          env=store.env(service), capture_output=True, text=True, timeout=120)
+
+
+def test_a_dead_lettered_message_is_handled_once_when_redriven_after_the_fix(store):
+    # Dispatch cannot store this one order's shipment (a constraint stands in
+    # for a bug or a bad deploy), so its start_dispatch fails every attempt
+    # and goes to the dead-letter topic while the order stays PAID. Once the
+    # cause is gone, the operator lists the dead letters and redrives it.
+    key = new_key()
+    status, payment_id = store.checkout(key)
+    assert status == 200, payment_id
+    order_id = int(store.scalar("checkout",
+                                f"SELECT order_id FROM orders WHERE idempotency_key = '{key}'"))
+    dispatch = store.dbs["dispatch"]
+    shipments = f"SELECT count(*) FROM shipments WHERE order_id = {order_id}"
+    dispatch.query("ALTER TABLE shipments ADD CONSTRAINT test_blocks_one_order "
+                   f"CHECK (order_id <> {order_id}) NOT VALID")
+    try:
+        status, answer = store.webhook(payment_id, "paid")
+        assert status == 200 and int(answer) == order_id
+
+        def dead_letter():
+            out = dead_letters(store, "dispatch", "--json")
+            assert out.returncode == 0, out.stderr
+            return [letter for letter in map(json.loads, out.stdout.splitlines())
+                    if letter["type"] == "start_dispatch" and letter["status"] == "dead"]
+        [letter] = wait_until(dead_letter, 60, "the start_dispatch dead letter")
+        assert letter["topic"] == "dispatch.commands" and letter["attempts"] == 5
+        assert "23514" in letter["error"], letter
+        assert store.get_json(f"/order/{order_id}")["order_status"] == 2
+        assert dispatch.scalar(shipments) == "0"
+        listing = dead_letters(store, "dispatch")
+        assert listing.returncode == 0 and letter["message_id"] in listing.stdout
+    finally:
+        dispatch.query("ALTER TABLE shipments DROP CONSTRAINT IF EXISTS test_blocks_one_order")
+
+    out = dead_letters(store, "dispatch", "redrive", letter["message_id"])
+    assert out.returncode == 0 and "redriven" in out.stdout, out.stderr
+    store.wait_order_status(order_id, 1, timeout=60)
+    assert dispatch.scalar(shipments) == "1"
+    wait_until(lambda: [entry["status"] for entry in map(
+        json.loads, dead_letters(store, "dispatch", "--json").stdout.splitlines())
+        if entry["message_id"] == letter["message_id"]] == ["handled"], 30,
+        "the dead letter to show as handled")
+
+    # Redriving again changes nothing and sends no other copy.
+    again = dead_letters(store, "dispatch", "redrive", letter["message_id"])
+    assert again.returncode == 0 and "already handled" in again.stdout, again.stderr
+    copies = [m for m in store.dump("dispatch.commands")
+              if m["type"] == "start_dispatch" and m["payload"]["order_id"] == order_id]
+    assert [m["id"] for m in copies] == [letter["message_id"]] * 2
+
+    # Unknown ids and bad usage are refused clearly.
+    unknown = dead_letters(store, "dispatch", "redrive", str(uuid.uuid4()))
+    assert unknown.returncode == 1 and "no dead letter" in unknown.stderr
+    assert dead_letters(store, "dispatch", "bogus").returncode == 2
 
 
 def test_writers_wake_the_relay_and_waiting_requests_by_notification(store):
