@@ -66,7 +66,9 @@ struct saga {
  * product whose price is known here opens its payment while the stock is
  * being reserved (definition version 2). Only a hint: the reservation's price
  * is checked against the amount opened. Empty after a restart until the next
- * reservation; a product beyond PRICES_MAX is simply never known.
+ * reservation, and forgotten when a reservation is refused, so that while a
+ * product is sold out its checkouts reserve first and open no payment only
+ * to void it; a product beyond PRICES_MAX is simply never known.
  */
 #define PRICES_MAX 64
 static struct {
@@ -96,6 +98,19 @@ static void price_learn(const char *product_id, const char *unit_price)
         snprintf(known_prices.price[i], sizeof(known_prices.price[i]), "%s", unit_price);
         if (i == known_prices.count)
             known_prices.count++;
+    }
+    pthread_mutex_unlock(&known_prices.lock);
+}
+
+static void price_forget(const char *product_id)
+{
+    pthread_mutex_lock(&known_prices.lock);
+    int i = price_slot(product_id), last = known_prices.count - 1;
+    if (i <= last) {
+        memcpy(known_prices.product_id[i], known_prices.product_id[last],
+               sizeof(known_prices.product_id[i]));
+        memcpy(known_prices.price[i], known_prices.price[last], sizeof(known_prices.price[i]));
+        known_prices.count--;
     }
     pthread_mutex_unlock(&known_prices.lock);
 }
@@ -447,6 +462,7 @@ static int advance(PGconn *conn, const struct consumer_message *msg, const struc
 
         /* Nothing was taken; only a payment asked for needs voiding. */
         saga->stock_released = 1;
+        price_forget(saga->product_id);
         if (saga->definition_version >= SAGA_RESERVE_AND_OPEN)
             return db_exec_later(conn, "stock never taken",
                                  "UPDATE sagas SET stock_released = true WHERE saga_id = $1", 1,

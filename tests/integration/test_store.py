@@ -182,8 +182,26 @@ def test_after_selling_out_the_next_checkout_fails_clearly_and_charges_nothing(s
     wait_payment_voided(store, order_id, "opened for the refused order")
     assert store.dbs["checkout"].scalar(
         f"SELECT payment_id IS NULL FROM orders WHERE order_id = {order_id}") == "t"
+    # The refusal made checkout forget the price: while sold out, the next
+    # checkouts reserve first (version 1) and open no payment at all.
+    for _ in range(2):
+        key = new_key()
+        status, body = store.checkout(key)
+        assert status == 409 and "out of stock" in body.lower(), body
+        assert saga_version(store, key) == "1"
+        wait_until(lambda: store.dbs["checkout"].scalar(
+            f"SELECT state FROM sagas WHERE saga_id = '{key}'") == "cancelled", 20,
+            "the saga to be cancelled")
+        assert store.dbs["payment"].scalar(
+            f"SELECT count(*) FROM payments WHERE order_id = {order_of(store, key)}") == "0"
+    # Restocked, the first checkout learns the price again, and the next one
+    # opens with the reservation.
     status, _ = http(store.base, "POST", "/restock")
     assert status == 200 and inventory(store) == 100
+    for expected in ("1", "2"):
+        status, payment_id, version = checkout_and_version(store)
+        assert status == 200 and version == expected, payment_id
+        assert store.webhook(payment_id, "failed")[0] == 200
 
 
 def test_one_key_sent_20_times_concurrently_gives_one_order_and_one_payment(store):
