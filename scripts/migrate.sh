@@ -6,8 +6,10 @@
 # its schema_migrations row; a session-level advisory lock serialises
 # concurrent runs against the same database.
 #
-# Usage: scripts/migrate.sh SERVICE [DATABASE_URL]
-#   DATABASE_URL defaults to $<SERVICE>_DATABASE_URL, then to that key in
+# Usage: scripts/migrate.sh SERVICE [OWNER_DATABASE_URL]
+#   Migrations run as the database's owner role (SERVICE_owner), not as the
+#   role the service runs as, which may only read and write rows. The URL
+#   defaults to $<SERVICE>_OWNER_DATABASE_URL, then to that key in
 #   .local/secrets.env. SERVICE may also be a throwaway database created with
 #   `pg.sh createdb NAME`; without a sql/NAME directory only sql/common applies.
 # Migration files must not contain their own BEGIN/COMMIT, nor statements that
@@ -17,12 +19,12 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
-if [ $# -lt 1 ] || [ $# -gt 2 ]; then die "usage: migrate.sh SERVICE [DATABASE_URL]"; fi
+if [ $# -lt 1 ] || [ $# -gt 2 ]; then die "usage: migrate.sh SERVICE [OWNER_DATABASE_URL]"; fi
 service="$1"
 [[ "$service" =~ ^[a-z_][a-z0-9_]*$ ]] || die "bad service name '$service'"
 SQL_DIR="$REPO_ROOT/sql"
 SECRETS="$LOCAL_DIR/secrets.env"
-key="${service^^}_DATABASE_URL"
+key="${service^^}_OWNER_DATABASE_URL"
 
 url="${2:-}"
 if [ -z "$url" ]; then

@@ -221,12 +221,12 @@ percent_encode() {
 }
 
 url_key() { echo "${1^^}_DATABASE_URL"; }
+owner_url_key() { echo "${1^^}_OWNER_DATABASE_URL"; }
 
-secret_password() { # NAME -> existing password, or nothing
+secret_password() { # KEY -> the password in the URL recorded under KEY, or nothing
   [ -f "$SECRETS" ] || return 0
-  local key line
-  key="$(url_key "$1")"
-  line="$(grep -E "^${key}=" "$SECRETS" | tail -n1 || true)"
+  local line
+  line="$(grep -E "^${1}=" "$SECRETS" | tail -n1 || true)"
   [ -n "$line" ] || return 0
   # postgresql://name:PW@host:port/db
   line="${line#*://}"
@@ -249,27 +249,28 @@ set_secret() {
   mv -f "$tmp" "$SECRETS"
 }
 
-# Creates/updates role NAME + database NAME owned by it; records its URL.
+# Creates/updates database NAME, owned by role NAME_owner (migrations), and
+# role NAME, which the service runs as and may only read and write rows
+# (scripts/lib/provision.sql); records both URLs.
 provision() {
-  local name="$1" pw
+  local name="$1" pw opw host
   valid_name "$name"
-  pw="$(secret_password "$name")"
+  [ ${#name} -le 57 ] || die "name '$name' is too long (57 characters at most, for NAME_owner)"
+  pw="$(secret_password "$(url_key "$name")")"
   [[ "$pw" =~ ^[A-Za-z0-9]+$ ]] || pw="$(new_password)"
-  # The script goes through stdin so the password never appears in a process list.
-  su_psql <<EOF
-\\set name '$name'
-\\set pw '$pw'
-SELECT format('CREATE ROLE %I', :'name')
- WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'name') \\gexec
-ALTER ROLE :"name" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD :'pw';
-SELECT format('CREATE DATABASE %I OWNER %I', :'name', :'name')
- WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'name') \\gexec
-ALTER DATABASE :"name" OWNER TO :"name";
-REVOKE ALL ON DATABASE :"name" FROM PUBLIC;
-EOF
+  opw="$(secret_password "$(owner_url_key "$name")")"
+  [[ "$opw" =~ ^[A-Za-z0-9]+$ ]] || opw="$(new_password)"
+  # The script goes through stdin so the passwords never appear in a process list.
+  {
+    printf "\\\\set name '%s'\n\\\\set owner '%s_owner'\n" "$name" "$name"
+    printf "\\\\set pw '%s'\n\\\\set opw '%s'\n" "$pw" "$opw"
+    cat "$REPO_ROOT/scripts/lib/provision.sql"
+  } | su_psql
   # Over the unix socket (cheaper per round trip than TCP on localhost), its
   # directory percent-encoded as the host, so the file stays shell-safe.
-  set_secret "$(url_key "$name")" "postgresql://$name:$pw@$(percent_encode "$RUN_DIR"):$PORT/$name"
+  host="$(percent_encode "$RUN_DIR"):$PORT"
+  set_secret "$(url_key "$name")" "postgresql://$name:$pw@$host/$name"
+  set_secret "$(owner_url_key "$name")" "postgresql://${name}_owner:$opw@$host/$name"
 }
 
 provision_services() {
@@ -374,10 +375,12 @@ cmd_dropdb() {
 SET client_min_messages = warning;
 \\set name '$1'
 SELECT format('DROP DATABASE IF EXISTS %I WITH (FORCE)', :'name') \\gexec
-SELECT format('DROP ROLE IF EXISTS %I', :'name') \\gexec
+SELECT format('DROP ROLE IF EXISTS %I', r)
+  FROM unnest(ARRAY[:'name', :'name' || '_owner']) AS r \\gexec
 EOF
   set_secret "$(url_key "$1")" ""
-  say "dropped database and role '$1'"
+  set_secret "$(owner_url_key "$1")" ""
+  say "dropped database '$1' and its roles"
 }
 
 cmd_psql() {

@@ -7,14 +7,16 @@
 #
 # Usage: scripts/rebuild-read-model.sh
 #   When the services run under `make up`, api is stopped first and started
-#   again afterwards. Overrides (used by the tests): API_DATABASE_URL,
+#   again afterwards. It empties the tables as the database's owner role
+#   (the api's own role may not TRUNCATE). Overrides (used by the tests):
+#   API_OWNER_DATABASE_URL,
 #   KAFKA_GROUP (default api), KAFKA_TOPIC_PREFIX, KAFKA_BROKERS,
 #   SKIP_SUPERVISOR=1 (the caller stops and starts api itself).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 
-url=${API_DATABASE_URL:-$(grep -E '^API_DATABASE_URL=' "$root/.local/secrets.env" | cut -d= -f2-)}
+url=${API_OWNER_DATABASE_URL:-$(grep -E '^API_OWNER_DATABASE_URL=' "$root/.local/secrets.env" | cut -d= -f2-)}
 group=${KAFKA_GROUP:-api}
 prefix=${KAFKA_TOPIC_PREFIX:-}
 brokers=${KAFKA_BROKERS:-127.0.0.1:9092}

@@ -6,16 +6,24 @@
 # again, in order.
 #
 # Usage: scripts/restore.sh SERVICE DUMP_FILE
-#   Stops and restarts SERVICE when it runs under `make up`. Overrides (used
-#   by the tests): <SERVICE>_DATABASE_URL, KAFKA_GROUP (default SERVICE),
+#   Stops and restarts SERVICE when it runs under `make up`. Restores as the
+#   database's owner role, then lets the service's own role use the schema
+#   again. Overrides (used by the tests): <SERVICE>_DATABASE_URL,
+#   <SERVICE>_OWNER_DATABASE_URL, KAFKA_GROUP (default SERVICE),
 #   KAFKA_TOPIC_PREFIX, KAFKA_BROKERS, SKIP_SUPERVISOR=1, REPLAY_MARGIN_S (60).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-[ $# -eq 2 ] || { sed -n '2,13p' "$0" >&2; exit 2; }
+[ $# -eq 2 ] || { sed -n '2,15p' "$0" >&2; exit 2; }
 service=$1 file=$2
 key="${service^^}_DATABASE_URL"
 url=${!key:-$(grep -E "^$key=" "$root/.local/secrets.env" | cut -d= -f2-)}
+owner_key="${service^^}_OWNER_DATABASE_URL"
+owner_url=${!owner_key:-$(grep -E "^$owner_key=" "$root/.local/secrets.env" | cut -d= -f2-)}
+[ -n "$url" ] && [ -n "$owner_url" ] || { echo "restore: no database URLs for $service" >&2; exit 2; }
+# The service's role: the user part of its URL (postgresql://ROLE:pw@host/db).
+role=${url#*://}
+role=${role%%[:@]*}
 group=${KAFKA_GROUP:-$service}
 prefix=${KAFKA_TOPIC_PREFIX:-}
 brokers=${KAFKA_BROKERS:-127.0.0.1:9092}
@@ -39,8 +47,12 @@ if [ "${SKIP_SUPERVISOR:-0}" != 1 ] && bash "$here/services.sh" status "$service
 fi
 
 echo "restore: replacing the $service database with $file"
-psql "$url" -X -q -v ON_ERROR_STOP=1 -c 'DROP SCHEMA public CASCADE' -c 'CREATE SCHEMA public'
-pg_restore --no-owner --exit-on-error --dbname="$url" "$file"
+psql "$owner_url" -X -q -v ON_ERROR_STOP=1 -v role="$role" <<'SQL'
+DROP SCHEMA public CASCADE;
+CREATE SCHEMA public;
+GRANT USAGE ON SCHEMA public TO :"role";
+SQL
+pg_restore --no-owner --exit-on-error --dbname="$owner_url" "$file"
 
 echo "restore: replaying $topics from $from (UTC)"
 list=""

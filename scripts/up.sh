@@ -50,7 +50,7 @@ bash "$REPO_ROOT/scripts/up-infra.sh"
 
 # --- 2. migrations -----------------------------------------------------------
 
-# The URL the way migrate.sh finds it: $<NAME>_DATABASE_URL, then secrets.env.
+# A service's URL (the role it runs as): $<NAME>_DATABASE_URL, then secrets.env.
 database_url() {
   local key="${1^^}_DATABASE_URL" url
   url="${!key:-}"

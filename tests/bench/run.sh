@@ -9,5 +9,6 @@ name="bench_$(date +%s)"
 bash "$root/scripts/pg.sh" createdb "$name" >/dev/null
 trap 'bash "$root/scripts/pg.sh" dropdb "$name" >/dev/null' EXIT
 url=$(grep "^${name^^}_DATABASE_URL=" "$root/.local/secrets.env" | cut -d= -f2-)
-bash "$root/scripts/migrate.sh" "$name" "$url" >/dev/null
+owner_url=$(grep "^${name^^}_OWNER_DATABASE_URL=" "$root/.local/secrets.env" | cut -d= -f2-)
+bash "$root/scripts/migrate.sh" "$name" "$owner_url" >/dev/null
 BENCH_DATABASE_URL="$url" BENCH_TOPIC="$name" "$root/$build/tests/outbox_bench"

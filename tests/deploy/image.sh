@@ -60,10 +60,11 @@ envfile=$(mktemp)
 chmod 600 "$envfile"
 for s in "${services[@]}"; do
   bash scripts/pg.sh createdb "${tag}_$s" >/dev/null
-  key="${tag^^}_${s^^}_DATABASE_URL"
-  url=$(grep -E "^$key=" .local/secrets.env | tail -n1 | cut -d= -f2-)
-  url=$(sed -E 's#@[^@/]*:55432/#@127.0.0.1:55432/#' <<<"$url")
-  echo "${s^^}_DATABASE_URL=$url" >>"$envfile"
+  for kind in DATABASE_URL OWNER_DATABASE_URL; do
+    url=$(grep -E "^${tag^^}_${s^^}_$kind=" .local/secrets.env | tail -n1 | cut -d= -f2-)
+    url=$(sed -E 's#@[^@/]*:55432/#@127.0.0.1:55432/#' <<<"$url")
+    echo "${s^^}_$kind=$url" >>"$envfile"
+  done
 done
 
 say "migrating in the image"

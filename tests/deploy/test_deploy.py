@@ -112,7 +112,7 @@ def test_kubernetes_gives_each_service_only_variables_it_reads(manifests, variab
                 unknown = set(names) - variables[service] - helpers
                 assert not unknown, f"{doc['metadata']['name']}: {service} does not read {unknown}"
             if command[:2] == ["bash", "scripts/migrate.sh"]:
-                assert f"{command[2].upper()}_DATABASE_URL" in names
+                assert f"{command[2].upper()}_OWNER_DATABASE_URL" in names
             # Kubernetes expands $(NAME) only from variables defined above.
             for i, e in enumerate(container.get("env", [])):
                 for helper in re.findall(r"\$\(([A-Z_]+)\)", e.get("value", "")):
@@ -121,7 +121,7 @@ def test_kubernetes_gives_each_service_only_variables_it_reads(manifests, variab
 
 def test_every_secret_key_is_one_the_env_file_holds(manifests):
     keys = env_file_keys()
-    assert {"POSTGRES_PASSWORD", "API_DB_PASSWORD", "DISPATCH_DB_PASSWORD"} <= keys
+    assert {"POSTGRES_PASSWORD", "API_DB_PASSWORD", "DISPATCH_DB_OWNER_PASSWORD"} <= keys
     used = set()
     for doc, spec in pod_specs(manifests):
         for container in containers(spec):

@@ -21,7 +21,8 @@ LOG_DIR = os.path.join(ROOT, ".local", "test-logs")
 
 
 def read_secrets():
-    """Returns the NAME_DATABASE_URL values written by scripts/pg.sh."""
+    """Returns the NAME_DATABASE_URL and NAME_OWNER_DATABASE_URL values
+    written by scripts/pg.sh."""
     values = {}
     path = os.path.join(ROOT, ".local", "secrets.env")
     with open(path) as f:
@@ -66,13 +67,17 @@ class Database:
         self.name = name
         subprocess.run(["bash", os.path.join(ROOT, "scripts", "pg.sh"), "createdb", name],
                        check=True, stdout=subprocess.DEVNULL)
-        self.url = read_secrets()[f"{name.upper()}_DATABASE_URL"]
+        secrets = read_secrets()
+        self.url = secrets[f"{name.upper()}_DATABASE_URL"]  # rows only, as a service
+        self.owner_url = secrets[f"{name.upper()}_OWNER_DATABASE_URL"]  # DDL, migrations
         subprocess.run(["bash", os.path.join(ROOT, "scripts", "migrate.sh"), schema or name,
-                        self.url], check=True, stdout=subprocess.DEVNULL)
+                        self.owner_url], check=True, stdout=subprocess.DEVNULL)
 
-    def query(self, sql):
-        """Runs sql and returns the rows as lists of strings."""
-        out = subprocess.run(["psql", self.url, "-X", "-q", "-A", "-t", "-F", "\t",
+    def query(self, sql, as_owner=False):
+        """Runs sql (as the owner role if as_owner) and returns the rows as
+        lists of strings."""
+        url = self.owner_url if as_owner else self.url
+        out = subprocess.run(["psql", url, "-X", "-q", "-A", "-t", "-F", "\t",
                               "-v", "ON_ERROR_STOP=1", "-c", sql],
                              check=True, capture_output=True, text=True, timeout=30)
         return [line.split("\t") for line in out.stdout.splitlines() if line != ""]
@@ -162,7 +167,8 @@ class MsgTest:
 
     def env(self, **extra):
         env = dict(os.environ)
-        env.update({"MSGTEST_DATABASE_URL": self.db.url, "KAFKA_BROKERS": BROKERS,
+        # msgtest makes its own tables, so it needs the owner role.
+        env.update({"MSGTEST_DATABASE_URL": self.db.owner_url, "KAFKA_BROKERS": BROKERS,
                     "MSGTEST_TOPIC": self.topic, "MSGTEST_GROUP": self.group})
         env.update({k: str(v) for k, v in extra.items()})
         return env

@@ -48,6 +48,7 @@ def test_replay_from_offset_zero_changes_nothing_and_rebuilt_read_model_equals_o
 
         stack.stop(["api"])
         env = dict(os.environ, API_DATABASE_URL=stack.dbs["api"].url,
+                   API_OWNER_DATABASE_URL=stack.dbs["api"].owner_url,
                    KAFKA_GROUP=stack.group("api"), KAFKA_TOPIC_PREFIX=stack.prefix,
                    KAFKA_BROKERS=BROKERS, SKIP_SUPERVISOR="1")
         subprocess.run(["bash", os.path.join(ROOT, "scripts", "rebuild-read-model.sh")],

@@ -24,6 +24,7 @@ def test_database_restored_from_a_mid_run_dump_catches_up_and_invariants_hold():
         purchases(stack, ["paid", "failed", "paid"])
         stack.wait_quiet()
         env = dict(os.environ, INVENTORY_DATABASE_URL=stack.dbs["inventory"].url,
+                   INVENTORY_OWNER_DATABASE_URL=stack.dbs["inventory"].owner_url,
                    KAFKA_GROUP=stack.group("inventory"), KAFKA_TOPIC_PREFIX=stack.prefix,
                    KAFKA_BROKERS=BROKERS, SKIP_SUPERVISOR="1")
         dump = subprocess.run(["bash", os.path.join(ROOT, "scripts", "backup.sh"), "inventory"],

@@ -372,7 +372,7 @@ def test_a_dead_lettered_message_is_handled_once_when_redriven_after_the_fix(sto
     dispatch = store.dbs["dispatch"]
     shipments = f"SELECT count(*) FROM shipments WHERE order_id = {order_id}"
     dispatch.query("ALTER TABLE shipments ADD CONSTRAINT test_blocks_one_order "
-                   f"CHECK (order_id <> {order_id}) NOT VALID")
+                   f"CHECK (order_id <> {order_id}) NOT VALID", as_owner=True)
     try:
         status, answer = store.webhook(payment_id, "paid")
         assert status == 200 and int(answer) == order_id
@@ -390,7 +390,8 @@ def test_a_dead_lettered_message_is_handled_once_when_redriven_after_the_fix(sto
         listing = dead_letters(store, "dispatch")
         assert listing.returncode == 0 and letter["message_id"] in listing.stdout
     finally:
-        dispatch.query("ALTER TABLE shipments DROP CONSTRAINT IF EXISTS test_blocks_one_order")
+        dispatch.query("ALTER TABLE shipments DROP CONSTRAINT IF EXISTS test_blocks_one_order",
+                       as_owner=True)
 
     out = dead_letters(store, "dispatch", "redrive", letter["message_id"])
     assert out.returncode == 0 and "redriven" in out.stdout, out.stderr
@@ -412,6 +413,22 @@ def test_a_dead_lettered_message_is_handled_once_when_redriven_after_the_fix(sto
     unknown = dead_letters(store, "dispatch", "redrive", str(uuid.uuid4()))
     assert unknown.returncode == 1 and "no dead letter" in unknown.stderr
     assert dead_letters(store, "dispatch", "bogus").returncode == 2
+
+
+def test_each_service_role_may_only_read_and_write_rows_of_its_own_database(store):
+    for service, db in store.dbs.items():
+        for sql in ("DROP TABLE inbox", "TRUNCATE inbox", "ALTER TABLE inbox ADD COLUMN x int",
+                    "CREATE TABLE intruder (id int)"):
+            with pytest.raises(subprocess.CalledProcessError) as refused:
+                db.query(sql)
+            assert re.search(r"must be owner|permission denied", refused.value.stderr), \
+                f"{service}: {sql}: {refused.value.stderr}"
+        assert db.scalar("SELECT count(*) >= 0 FROM inbox") == "t"
+        other = store.dbs["api" if service != "api" else "checkout"]
+        url = db.url.rsplit("/", 1)[0] + "/" + other.url.rsplit("/", 1)[1]
+        denied = subprocess.run(["psql", url, "-X", "-c", "SELECT 1"], capture_output=True,
+                                text=True, timeout=30)
+        assert denied.returncode != 0 and "permission denied" in denied.stderr, denied.stderr
 
 
 def test_writers_wake_the_relay_and_waiting_requests_by_notification(store):

@@ -1,0 +1,28 @@
+-- Creates or updates one service's database and its two roles, run by psql as
+-- a superuser (scripts/pg.sh locally, scripts/docker/pg-init.sh in containers)
+-- with the variables name, owner, pw and opw set:
+--   :owner owns the database and its tables, and runs the migrations;
+--   :name, the role the service runs as, may only read and write rows (no
+--   DDL, no TRUNCATE, nothing in any other database).
+-- Idempotent; a database whose tables the service's own role made (before the
+-- roles were split) has them handed to the owner.
+SELECT format('CREATE ROLE %I', r) FROM unnest(ARRAY[:'name', :'owner']) AS r
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) \gexec
+ALTER ROLE :"owner" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD :'opw';
+ALTER ROLE :"name" WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD :'pw';
+SELECT format('CREATE DATABASE %I OWNER %I', :'name', :'owner')
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'name') \gexec
+\connect :"name"
+REASSIGN OWNED BY :"name" TO :"owner";
+REVOKE ALL ON DATABASE :"name" FROM PUBLIC;
+GRANT CONNECT ON DATABASE :"name" TO :"name";
+-- Before PostgreSQL 15 everyone could create tables in schema public.
+REVOKE CREATE ON SCHEMA public FROM PUBLIC, :"name";
+GRANT USAGE ON SCHEMA public TO :"name";
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO :"name";
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO :"name";
+-- Not limited to schema public, so that they outlive a restore that drops
+-- and recreates it (scripts/restore.sh).
+ALTER DEFAULT PRIVILEGES FOR ROLE :"owner"
+  GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO :"name";
+ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" GRANT USAGE, SELECT ON SEQUENCES TO :"name";
