@@ -129,13 +129,46 @@ static struct kafka_settings settings(const char *group)
                                    .session_timeout_ms = 6000};
 }
 
+/* The relay and a consumer of topics (NULL-terminated, one topic) in group,
+ * handled by handler, started and ready (partitions owned, relay active).
+ * topics must outlive them. Returns 0, or -1 with the reason printed. */
+static int start_pipeline(const char *const *topics, const char *group, consumer_handler_fn handler,
+                          struct relay **relay, struct consumer **consumer)
+{
+    struct relay_config relay_cfg = {
+        .db_url = database_url, .name = "bench-relay", .kafka = settings(group)};
+    struct consumer_config consumer_cfg = {.db_url = database_url,
+                                           .name = "bench",
+                                           .topics = topics,
+                                           .handler = handler,
+                                           .kafka = settings(group)};
+    char err[512];
+    double started = now_ms();
+
+    if (kafka_ensure_topics(brokers, topics, 4, 10000, err, sizeof(err)) != 0) {
+        fprintf(stderr, "topics: %s\n", err);
+        return -1;
+    }
+    *relay = relay_start(&relay_cfg, err, sizeof(err));
+    *consumer = consumer_start(&consumer_cfg, err, sizeof(err));
+    if (!*relay || !*consumer) {
+        fprintf(stderr, "start: %s\n", err);
+        return -1;
+    }
+    while (!consumer_is_ready(*consumer) || !relay_is_active(*relay)) {
+        if (now_ms() - started > 30000) {
+            fprintf(stderr, "consumer or relay not ready after 30 s\n");
+            return -1;
+        }
+        backoff_sleep_ms(50);
+    }
+    return 0;
+}
+
 static int bench_latency(PGconn *conn)
 {
-    char topic[160], group[160], err[512];
+    char topic[160], group[160];
     const char *topics[] = {topic, NULL};
-    struct relay_config relay_cfg = {.db_url = database_url, .name = "bench-relay"};
-    struct consumer_config consumer_cfg = {
-        .db_url = database_url, .name = "bench", .topics = topics, .handler = handle};
     struct relay *relay;
     struct consumer *consumer;
     double *latencies, interval = 1000.0 / (double)rate, next, started;
@@ -143,30 +176,11 @@ static int bench_latency(PGconn *conn)
 
     snprintf(topic, sizeof(topic), "%s.latency", topic_base);
     snprintf(group, sizeof(group), "%s-latency", topic_base);
-    if (kafka_ensure_topics(brokers, topics, 4, 10000, err, sizeof(err)) != 0) {
-        fprintf(stderr, "topics: %s\n", err);
-        return -1;
-    }
-    relay_cfg.kafka = settings(group);
-    consumer_cfg.kafka = settings(group);
     commit_ms = calloc((size_t)n, sizeof(double));
     handled_ms = calloc((size_t)n, sizeof(*handled_ms));
     latencies = calloc((size_t)n, sizeof(double));
-    relay = relay_start(&relay_cfg, err, sizeof(err));
-    consumer = consumer_start(&consumer_cfg, err, sizeof(err));
-    if (!relay || !consumer) {
-        fprintf(stderr, "start: %s\n", err);
+    if (start_pipeline(topics, group, handle, &relay, &consumer) != 0)
         return -1;
-    }
-    /* Warm-up: wait until the consumer owns its partitions. */
-    started = now_ms();
-    while (!consumer_is_ready(consumer) || !relay_is_active(relay)) {
-        if (now_ms() - started > 30000) {
-            fprintf(stderr, "consumer or relay not ready after 30 s\n");
-            return -1;
-        }
-        backoff_sleep_ms(50);
-    }
     /* Warm-up: the first messages also pay for the producer's idempotence
      * handshake and the fetchers' start; they are not measured. */
     for (long seq = n; seq < n + 50; seq++) {
@@ -305,37 +319,16 @@ static long long machine_busy_ticks(void)
 static int bench_hops(PGconn *conn)
 {
     static const long chain_counts[] = {1, 16, 256};
-    char group[160], err[512];
+    char group[160];
     const char *topics[] = {hop_topic, NULL};
-    struct relay_config relay_cfg = {.db_url = database_url, .name = "bench-relay"};
-    struct consumer_config consumer_cfg = {
-        .db_url = database_url, .name = "bench", .topics = topics, .handler = handle_hop};
     struct relay *relay;
     struct consumer *consumer;
     double tick_ms = 1000.0 / (double)sysconf(_SC_CLK_TCK), started;
 
     snprintf(hop_topic, sizeof(hop_topic), "%s.hops", topic_base);
     snprintf(group, sizeof(group), "%s-hops", topic_base);
-    if (kafka_ensure_topics(brokers, topics, 4, 10000, err, sizeof(err)) != 0) {
-        fprintf(stderr, "topics: %s\n", err);
+    if (start_pipeline(topics, group, handle_hop, &relay, &consumer) != 0)
         return -1;
-    }
-    relay_cfg.kafka = settings(group);
-    consumer_cfg.kafka = settings(group);
-    relay = relay_start(&relay_cfg, err, sizeof(err));
-    consumer = consumer_start(&consumer_cfg, err, sizeof(err));
-    if (!relay || !consumer) {
-        fprintf(stderr, "start: %s\n", err);
-        return -1;
-    }
-    started = now_ms();
-    while (!consumer_is_ready(consumer) || !relay_is_active(relay)) {
-        if (now_ms() - started > 30000) {
-            fprintf(stderr, "consumer or relay not ready after 30 s\n");
-            return -1;
-        }
-        backoff_sleep_ms(50);
-    }
     for (size_t c = 0; c < sizeof(chain_counts) / sizeof(chain_counts[0]); c++) {
         long chains = chain_counts[c], generation = atomic_fetch_add(&hop_generation, 1) + 1;
 
