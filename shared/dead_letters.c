@@ -35,7 +35,7 @@ struct letter {
 struct letters {
     const char *group;
     struct letter *items;
-    size_t count;
+    size_t count, capacity;
 };
 
 static void copy(char *out, size_t cap, const char *text)
@@ -76,10 +76,15 @@ static void collect(const rd_kafka_message_t *msg, void *arg)
         snprintf(item.inbox_id, sizeof(item.inbox_id), "%s/%lld/%lld", item.topic, item.partition,
                  item.offset);
     envelope_free(&env);
-    struct letter *grown = realloc(all->items, (all->count + 1) * sizeof(*grown));
-    if (grown == NULL)
-        return;
-    all->items = grown;
+    if (all->count == all->capacity) {
+        size_t capacity = all->capacity ? 2 * all->capacity : 16;
+        struct letter *grown = realloc(all->items, capacity * sizeof(*grown));
+
+        if (grown == NULL)
+            return;
+        all->items = grown;
+        all->capacity = capacity;
+    }
     all->items[all->count++] = item;
 }
 
