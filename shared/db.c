@@ -631,11 +631,20 @@ int db_last_failure_transient(PGconn *conn)
 {
     if (db_is_broken(conn))
         return 1;
-    if (last_sqlstate[0] == '\0')
+    return db_sqlstate_transient(last_sqlstate);
+}
+
+int db_sqlstate_transient(const char *sqlstate)
+{
+    static const char *const prefixes[] = {"08",    "40",    "53",    "57P0",
+                                           "57014", "55P03", "25006", "42501"};
+
+    if (sqlstate == NULL || sqlstate[0] == '\0')
         return 1; /* no SQLSTATE: the server never answered */
-    if (strncmp(last_sqlstate, "08", 2) == 0 || strncmp(last_sqlstate, "40", 2) == 0 ||
-        strncmp(last_sqlstate, "53", 2) == 0 || strncmp(last_sqlstate, "57P0", 4) == 0)
-        return 1;
+    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++) {
+        if (strncmp(sqlstate, prefixes[i], strlen(prefixes[i])) == 0)
+            return 1;
+    }
     return 0;
 }
 

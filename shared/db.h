@@ -87,10 +87,23 @@ int db_idle(PGconn *conn);
 
 /*
  * Returns 1 if the last failure seen by db_query/db_exec on this thread was
- * transient: the connection broke, or SQLSTATE class 08 (connection), 40
- * (serialization, deadlock), 53 (resources), 57P01-57P03 (shutdown). Else 0.
+ * transient: the connection broke, or db_sqlstate_transient(). Else 0.
  */
 int db_last_failure_transient(PGconn *conn);
+
+/*
+ * Returns 1 if a statement that failed with sqlstate may well succeed when
+ * retried as it is, because the fault lies with the database or its set-up,
+ * not with the statement or its data: no SQLSTATE (no answer), class 08
+ * (connection), 40 (serialization failure, deadlock), 53 (disk full, out of
+ * memory, too many connections), 57P0x (shutting down, cannot connect now),
+ * 57014 (cancelled, statement timeout), 55P03 (lock not available), 25006
+ * (read-only transaction: a failover left the connection on a standby) and
+ * 42501 (insufficient privilege: a grant missing after a deployment fails
+ * every message alike, so they wait for the fix instead of all going to the
+ * dead-letter topic). Else 0: the statement itself is wrong for this data.
+ */
+int db_sqlstate_transient(const char *sqlstate);
 
 /* Returns 1 if conn is NULL or its connection is gone. */
 int db_is_broken(PGconn *conn);

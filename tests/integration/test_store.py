@@ -415,6 +415,31 @@ def test_a_dead_lettered_message_is_handled_once_when_redriven_after_the_fix(sto
     assert dead_letters(store, "dispatch", "bogus").returncode == 2
 
 
+def test_a_missing_grant_holds_messages_until_it_is_fixed_instead_of_dead_lettering_them(store):
+    # A privilege lost in a deployment fails every message alike: the consumer
+    # keeps retrying (with backoff) rather than sending them all to the
+    # dead-letter topic, and carries on once the grant is back.
+    key = new_key()
+    status, payment_id = store.checkout(key)
+    assert status == 200, payment_id
+    order_id = order_of(store, key)
+    dispatch = store.dbs["dispatch"]
+    retries = metric(store, "dispatch", "handler_retries_total")
+    dead = metric(store, "dispatch", "messages_dead_lettered_total")
+    dispatch.query(f'REVOKE INSERT ON shipments FROM "{dispatch.name}"', as_owner=True)
+    try:
+        assert store.webhook(payment_id, "paid")[0] == 200
+        wait_until(lambda: metric(store, "dispatch", "handler_retries_total") >= retries + 7, 60,
+                   "dispatch to retry more often than MAX_ATTEMPTS (5)")
+        assert metric(store, "dispatch", "messages_dead_lettered_total") == dead
+        assert store.get_json(f"/order/{order_id}")["order_status"] == 2
+    finally:
+        dispatch.query(f'GRANT INSERT ON shipments TO "{dispatch.name}"', as_owner=True)
+    store.wait_order_status(order_id, 1, timeout=60)
+    assert dispatch.scalar(f"SELECT count(*) FROM shipments WHERE order_id = {order_id}") == "1"
+    assert metric(store, "dispatch", "messages_dead_lettered_total") == dead
+
+
 def test_each_service_role_may_only_read_and_write_rows_of_its_own_database(store):
     for service, db in store.dbs.items():
         for sql in ("DROP TABLE inbox", "TRUNCATE inbox", "ALTER TABLE inbox ADD COLUMN x int",
