@@ -58,6 +58,7 @@ struct conn_state {
     int notify_count;
     char channels[NOTIFY_MAX][64];
     char payloads[NOTIFY_MAX][DB_NOTIFY_PAYLOAD_MAX];
+    int read_only; /* a write was refused as read-only: replace the connection */
 };
 
 static int db_event(PGEventId id, void *info, void *arg)
@@ -121,6 +122,14 @@ static void note_failure(PGconn *conn, const char *what, PGresult *res)
     size_t len = strlen(msg);
 
     snprintf(last_sqlstate, sizeof(last_sqlstate), "%s", state ? state : "");
+    /* A failover can leave a connection on a server that is now a standby:
+     * every write fails until a new connection finds the primary. */
+    if (state != NULL && strcmp(state, "25006") == 0) {
+        struct conn_state *cs = PQinstanceData(conn, db_event);
+
+        if (cs != NULL)
+            cs->read_only = 1;
+    }
     while (len > 0 && msg[len - 1] == '\n')
         len--;
     /* Duplicate keys are often expected (idempotency: a redelivered
@@ -624,7 +633,12 @@ int db_idle(PGconn *conn)
 
 int db_is_broken(PGconn *conn)
 {
-    return conn == NULL || PQstatus(conn) == CONNECTION_BAD;
+    const struct conn_state *cs;
+
+    if (conn == NULL || PQstatus(conn) == CONNECTION_BAD)
+        return 1;
+    cs = PQinstanceData(conn, db_event);
+    return cs != NULL && cs->read_only;
 }
 
 int db_last_failure_transient(PGconn *conn)

@@ -440,6 +440,32 @@ def test_a_missing_grant_holds_messages_until_it_is_fixed_instead_of_dead_letter
     assert metric(store, "dispatch", "messages_dead_lettered_total") == dead
 
 
+def test_a_connection_left_read_only_is_replaced_once_writes_are_possible_again(store):
+    # As after a failover, dispatch's new connections land where writes are
+    # refused (SQLSTATE 25006). It retries; once writes are possible again,
+    # it must not stay on the connection it had, but take a new one.
+    key = new_key()
+    status, payment_id = store.checkout(key)
+    assert status == 200, payment_id
+    order_id = order_of(store, key)
+    dispatch = store.dbs["dispatch"]
+    retries = metric(store, "dispatch", "handler_retries_total")
+    dispatch.query(f'ALTER DATABASE "{dispatch.name}" SET default_transaction_read_only = on',
+                   as_owner=True)
+    try:
+        dispatch.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        assert store.webhook(payment_id, "paid")[0] == 200
+        wait_until(lambda: metric(store, "dispatch", "handler_retries_total") >= retries + 3, 60,
+                   "dispatch to be refused writes and retry")
+        assert store.get_json(f"/order/{order_id}")["order_status"] == 2
+    finally:
+        dispatch.query(f'BEGIN READ WRITE; ALTER DATABASE "{dispatch.name}" '
+                       "RESET default_transaction_read_only; COMMIT", as_owner=True)
+    store.wait_order_status(order_id, 1, timeout=60)
+    assert dispatch.scalar(f"SELECT count(*) FROM shipments WHERE order_id = {order_id}") == "1"
+
+
 def test_each_service_role_may_only_read_and_write_rows_of_its_own_database(store):
     for service, db in store.dbs.items():
         for sql in ("DROP TABLE inbox", "TRUNCATE inbox", "ALTER TABLE inbox ADD COLUMN x int",
