@@ -96,8 +96,7 @@ static rd_kafka_t *reader_new(const struct service_spec *spec,
     struct kafka_settings kafka = {.brokers = settings->brokers,
                                    .client_id = spec->name,
                                    .group_id = group,
-                                   .session_timeout_ms = 6000,
-                                   .topic_prefix = settings->topic_prefix};
+                                   .session_timeout_ms = 6000};
     rd_kafka_t *rk;
 
     /* Never joins or commits: partitions are assigned by hand. */
@@ -213,10 +212,8 @@ static int64_t produce_copy(const struct service_spec *spec,
                             const struct service_settings *settings,
                             const rd_kafka_message_t *original, const char *from)
 {
-    struct kafka_settings kafka = {.brokers = settings->brokers,
-                                   .client_id = spec->name,
-                                   .linger_ms = 1,
-                                   .topic_prefix = settings->topic_prefix};
+    struct kafka_settings kafka = {
+        .brokers = settings->brokers, .client_id = spec->name, .linger_ms = 1};
     rd_kafka_headers_t *headers = NULL, *copied;
     struct delivery delivery = {0};
     char err[512];

@@ -359,18 +359,31 @@ def dead_letters(store, service, *args):
                           env=store.env(service), capture_output=True, text=True, timeout=120)
 
 
+def checkout_order(store):
+    """Checks out a new key; returns (payment_id, order_id)."""
+    key = new_key()
+    status, payment_id = store.checkout(key)
+    assert status == 200, payment_id
+    return payment_id, int(order_of(store, key))
+
+
+def shipments_of(store, order_id):
+    return store.dbs["dispatch"].scalar(
+        f"SELECT count(*) FROM shipments WHERE order_id = {order_id}")
+
+
+def wait_dispatched_once(store, order_id):
+    store.wait_order_status(order_id, 1, timeout=60)
+    assert shipments_of(store, order_id) == "1"
+
+
 def test_a_dead_lettered_message_is_handled_once_when_redriven_after_the_fix(store):
     # Dispatch cannot store this one order's shipment (a constraint stands in
     # for a bug or a bad deploy), so its start_dispatch fails every attempt
     # and goes to the dead-letter topic while the order stays PAID. Once the
     # cause is gone, the operator lists the dead letters and redrives it.
-    key = new_key()
-    status, payment_id = store.checkout(key)
-    assert status == 200, payment_id
-    order_id = int(store.scalar("checkout",
-                                f"SELECT order_id FROM orders WHERE idempotency_key = '{key}'"))
+    payment_id, order_id = checkout_order(store)
     dispatch = store.dbs["dispatch"]
-    shipments = f"SELECT count(*) FROM shipments WHERE order_id = {order_id}"
     dispatch.query("ALTER TABLE shipments ADD CONSTRAINT test_blocks_one_order "
                    f"CHECK (order_id <> {order_id}) NOT VALID", as_owner=True)
     try:
@@ -386,7 +399,7 @@ def test_a_dead_lettered_message_is_handled_once_when_redriven_after_the_fix(sto
         assert letter["topic"] == "dispatch.commands" and letter["attempts"] == 5
         assert "23514" in letter["error"], letter
         assert store.get_json(f"/order/{order_id}")["order_status"] == 2
-        assert dispatch.scalar(shipments) == "0"
+        assert shipments_of(store, order_id) == "0"
         listing = dead_letters(store, "dispatch")
         assert listing.returncode == 0 and letter["message_id"] in listing.stdout
     finally:
@@ -395,8 +408,7 @@ def test_a_dead_lettered_message_is_handled_once_when_redriven_after_the_fix(sto
 
     out = dead_letters(store, "dispatch", "redrive", letter["message_id"])
     assert out.returncode == 0 and "redriven" in out.stdout, out.stderr
-    store.wait_order_status(order_id, 1, timeout=60)
-    assert dispatch.scalar(shipments) == "1"
+    wait_dispatched_once(store, order_id)
     wait_until(lambda: [entry["status"] for entry in map(
         json.loads, dead_letters(store, "dispatch", "--json").stdout.splitlines())
         if entry["message_id"] == letter["message_id"]] == ["handled"], 30,
@@ -419,10 +431,7 @@ def test_a_missing_grant_holds_messages_until_it_is_fixed_instead_of_dead_letter
     # A privilege lost in a deployment fails every message alike: the consumer
     # keeps retrying (with backoff) rather than sending them all to the
     # dead-letter topic, and carries on once the grant is back.
-    key = new_key()
-    status, payment_id = store.checkout(key)
-    assert status == 200, payment_id
-    order_id = order_of(store, key)
+    payment_id, order_id = checkout_order(store)
     dispatch = store.dbs["dispatch"]
     retries = metric(store, "dispatch", "handler_retries_total")
     dead = metric(store, "dispatch", "messages_dead_lettered_total")
@@ -435,8 +444,7 @@ def test_a_missing_grant_holds_messages_until_it_is_fixed_instead_of_dead_letter
         assert store.get_json(f"/order/{order_id}")["order_status"] == 2
     finally:
         dispatch.query(f'GRANT INSERT ON shipments TO "{dispatch.name}"', as_owner=True)
-    store.wait_order_status(order_id, 1, timeout=60)
-    assert dispatch.scalar(f"SELECT count(*) FROM shipments WHERE order_id = {order_id}") == "1"
+    wait_dispatched_once(store, order_id)
     assert metric(store, "dispatch", "messages_dead_lettered_total") == dead
 
 
@@ -444,10 +452,7 @@ def test_a_connection_left_read_only_is_replaced_once_writes_are_possible_again(
     # As after a failover, dispatch's new connections land where writes are
     # refused (SQLSTATE 25006). It retries; once writes are possible again,
     # it must not stay on the connection it had, but take a new one.
-    key = new_key()
-    status, payment_id = store.checkout(key)
-    assert status == 200, payment_id
-    order_id = order_of(store, key)
+    payment_id, order_id = checkout_order(store)
     dispatch = store.dbs["dispatch"]
     retries = metric(store, "dispatch", "handler_retries_total")
     dispatch.query(f'ALTER DATABASE "{dispatch.name}" SET default_transaction_read_only = on',
@@ -462,8 +467,7 @@ def test_a_connection_left_read_only_is_replaced_once_writes_are_possible_again(
     finally:
         dispatch.query(f'BEGIN READ WRITE; ALTER DATABASE "{dispatch.name}" '
                        "RESET default_transaction_read_only; COMMIT", as_owner=True)
-    store.wait_order_status(order_id, 1, timeout=60)
-    assert dispatch.scalar(f"SELECT count(*) FROM shipments WHERE order_id = {order_id}") == "1"
+    wait_dispatched_once(store, order_id)
 
 
 def test_each_service_role_may_only_read_and_write_rows_of_its_own_database(store):
