@@ -114,7 +114,7 @@ static int read_letters(const struct service_spec *spec, const struct service_se
     char wire[300];
 
     for (const char *const *t = spec->consume_topics; t && *t; t++) {
-        snprintf(wire, sizeof(wire), "%s%s.dlq", settings->topic_prefix, *t);
+        kafka_wire_topic(wire, sizeof(wire), settings->topic_prefix, *t, ".dlq");
         if (kafka_read_topic(rk, wire, READ_TIMEOUT_MS, collect, all) != 0) {
             fprintf(stderr, "%s dead-letters: cannot read %s (unknown topic or broker down)\n",
                     spec->name, wire);
@@ -291,7 +291,7 @@ static int redrive(const struct service_spec *spec, const struct service_setting
         fprintf(stderr, "%s dead-letters: cannot read the inbox\n", spec->name);
         return 1;
     }
-    snprintf(wire, sizeof(wire), "%s%s", settings->topic_prefix, letter->topic);
+    kafka_wire_topic(wire, sizeof(wire), settings->topic_prefix, letter->topic, NULL);
     original = kafka_read_at(rk, wire, (int32_t)letter->partition, letter->offset, READ_TIMEOUT_MS);
     if (original == NULL) {
         fprintf(stderr,

@@ -138,8 +138,7 @@ rd_kafka_t *kafka_consumer_new(const struct kafka_settings *settings, const char
     for (const char *const *t = topics; *t; t++) {
         char wire[256];
 
-        snprintf(wire, sizeof(wire), "%s%s", settings->topic_prefix ? settings->topic_prefix : "",
-                 *t);
+        kafka_wire_topic(wire, sizeof(wire), settings->topic_prefix, *t, NULL);
         rd_kafka_topic_partition_list_add(subscription, wire, RD_KAFKA_PARTITION_UA);
     }
     rerr = rd_kafka_subscribe(rk, subscription);
@@ -372,6 +371,14 @@ const char *kafka_logical_topic(const struct kafka_settings *settings, const cha
     if (len > 0 && strncmp(wire_name, settings->topic_prefix, len) == 0)
         return wire_name + len;
     return wire_name;
+}
+
+int kafka_wire_topic(char *out, size_t cap, const char *prefix, const char *logical,
+                     const char *suffix)
+{
+    int n = snprintf(out, cap, "%s%s%s", prefix ? prefix : "", logical, suffix ? suffix : "");
+
+    return n < 0 || (size_t)n >= cap ? -1 : 0;
 }
 
 int kafka_header(const rd_kafka_message_t *msg, const char *name, char *out, size_t cap)

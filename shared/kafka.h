@@ -24,6 +24,12 @@ struct kafka_settings {
 /* Returns the topic name without settings' prefix (the logical name). */
 const char *kafka_logical_topic(const struct kafka_settings *settings, const char *wire_name);
 
+/* Writes the name of topic logical on the wire, prefix + logical + suffix
+ * (prefix and suffix may be NULL), into out. Returns 0, or -1 when it does not
+ * fit in cap (out then holds a truncated name). */
+int kafka_wire_topic(char *out, size_t cap, const char *prefix, const char *logical,
+                     const char *suffix);
+
 /*
  * Creates an idempotent producer. dr_cb, if not NULL, receives one delivery
  * report per message (served by rd_kafka_poll/rd_kafka_flush). Returns the

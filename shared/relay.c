@@ -191,9 +191,8 @@ static int relay_produce(struct relay *relay, PGresult *res, int row)
     const char *value = PQgetvalue(res, row, 6);
     rd_kafka_resp_err_t err;
 
-    snprintf(topic, sizeof(topic), "%s%s",
-             relay->cfg.kafka.topic_prefix ? relay->cfg.kafka.topic_prefix : "",
-             PQgetvalue(res, row, 1));
+    kafka_wire_topic(topic, sizeof(topic), relay->cfg.kafka.topic_prefix, PQgetvalue(res, row, 1),
+                     NULL);
     relay->slots[row] = SLOT_PENDING;
     for (;;) {
         err = rd_kafka_producev(relay->producer, RD_KAFKA_V_TOPIC(topic),

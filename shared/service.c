@@ -163,10 +163,11 @@ static void ensure_topics(const struct service_spec *spec, const struct service_
 
     for (size_t l = 0; l < 2; l++) {
         for (const char *const *t = lists[l]; t && *t && count + 2 <= MAX_TOPICS; t++) {
-            snprintf(names[count], sizeof(names[count]), "%s%s", settings->topic_prefix, *t);
+            kafka_wire_topic(names[count], sizeof(names[count]), settings->topic_prefix, *t, NULL);
             topics[count] = names[count];
             count++;
-            snprintf(names[count], sizeof(names[count]), "%s%s.dlq", settings->topic_prefix, *t);
+            kafka_wire_topic(names[count], sizeof(names[count]), settings->topic_prefix, *t,
+                             ".dlq");
             topics[count] = names[count];
             count++;
         }
@@ -250,8 +251,8 @@ static void start_pruner(struct service *svc)
     size_t count = 0;
 
     for (const char *const *t = svc->spec->consume_topics; *t && count < MAX_TOPICS; t++) {
-        snprintf(svc->consumed_names[count], sizeof(svc->consumed_names[count]), "%s%s",
-                 svc->settings->topic_prefix, *t);
+        kafka_wire_topic(svc->consumed_names[count], sizeof(svc->consumed_names[count]),
+                         svc->settings->topic_prefix, *t, NULL);
         svc->consumed[count] = svc->consumed_names[count];
         count++;
     }
