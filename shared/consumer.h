@@ -83,7 +83,8 @@ struct consumer_config {
     const char *const *handled_types;
     /* Set when applying a message twice changes nothing by construction
      * (versioned snapshots, monotonic values): the inbox row is then skipped.
-     * Dead letters are still recorded in the inbox. */
+     * Dead letters, and redriven copies of them, are still recorded in the
+     * inbox. */
     int handler_idempotent;
 };
 
