@@ -1,6 +1,6 @@
 /*
- * inspect.c - read-only JSON views of sagas, built by PostgreSQL's JSON
- * functions from the saga tables.
+ * inspect.c - JSON views of sagas, built by PostgreSQL's JSON functions from
+ * the saga tables, and the resume of a parked saga.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "inspect.h"
@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include "db.h"
+
+#define RESUME_SUFFIX "/resume"
 
 #define SAGA_JSON                                                                                  \
     "json_build_object('saga_id', s.saga_id, 'order_id', s.order_id, 'state', s.state, "           \
@@ -46,19 +48,76 @@ static char *run_json(struct db_pool *pool, const char *sql, const char *param, 
     return body;
 }
 
+#define ONE_SAGA_SQL                                                                               \
+    "SELECT " SAGA_JSON ", "                                                                       \
+    "'steps', (SELECT coalesce(json_agg(json_build_object('event', t.event, "                      \
+    "'from', t.state_from, 'to', t.state_to, 'attempt', t.attempt, "                               \
+    "'message_id', t.message_id, 'detail', t.detail, 'at', t.at) "                                 \
+    "ORDER BY t.step_id), '[]') FROM saga_steps t WHERE t.saga_id = s.saga_id), "                  \
+    "'timers', (SELECT coalesce(json_agg(json_build_object('kind', m.kind, "                       \
+    "'fire_at', m.fire_at)), '[]') FROM timers m WHERE m.saga_id = s.saga_id)) "                   \
+    "FROM sagas s JOIN orders o USING (order_id) WHERE s.saga_id = $1"
+
+/* Resumes the parked saga saga_id in a transaction of its own; fills status
+ * and returns the body (the saga on success). */
+static char *resume(const struct inspect_context *ctx, const char *saga_id, int *status)
+{
+    PGconn *conn = db_pool_acquire(ctx->pool, 2000);
+    int rc;
+
+    if (conn == NULL) {
+        *status = 503;
+        return strdup("database unavailable\n");
+    }
+    rc = db_begin(conn) == 0 ? saga_resume(conn, saga_id, ctx->saga) : -1;
+    if (rc == 1 && db_commit(conn) != 0)
+        rc = -1;
+    if (rc != 1)
+        db_rollback(conn);
+    db_pool_release(ctx->pool, conn);
+    switch (rc) {
+    case 1:
+        return run_json(ctx->pool, ONE_SAGA_SQL, saga_id, status);
+    case 0:
+        *status = 409;
+        return strdup("saga is not parked as compensation_failed; nothing to resume\n");
+    case -2:
+        *status = 404;
+        return strdup("no such saga\n");
+    default:
+        *status = 503;
+        return strdup("database failure; nothing changed, try again\n");
+    }
+}
+
 int inspect_route(void *arg, const char *method, const char *path, int *status, char **body,
                   const char **content_type)
 {
-    struct db_pool *pool = arg;
+    const struct inspect_context *ctx = arg;
+    struct db_pool *pool = ctx->pool;
     const char *rest;
+    size_t len;
+    int post = strcmp(method, "POST") == 0;
 
-    if (strcmp(method, "GET") != 0 || strncmp(path, "/sagas/", 7) != 0)
+    if ((!post && strcmp(method, "GET") != 0) || strncmp(path, "/sagas/", 7) != 0)
         return -1;
     rest = path + 7;
-    if (strlen(rest) == 0 || strlen(rest) > 200) {
+    len = strlen(rest);
+    if (len == 0 || len > 200) {
         *status = 400;
         *body = strdup("bad saga id\n");
         *content_type = "text/plain";
+        return 0;
+    }
+    if (post) {
+        char saga_id[201];
+        size_t suffix = strlen(RESUME_SUFFIX);
+
+        if (len <= suffix || strcmp(rest + len - suffix, RESUME_SUFFIX) != 0)
+            return -1;
+        snprintf(saga_id, sizeof(saga_id), "%.*s", (int)(len - suffix), rest);
+        *body = resume(ctx, saga_id, status);
+        *content_type = *status == 200 ? "application/json" : "text/plain";
         return 0;
     }
     *content_type = "application/json";
@@ -76,16 +135,7 @@ int inspect_route(void *arg, const char *method, const char *path, int *status, 
         }
         return 0;
     }
-    *body = run_json(pool,
-                     "SELECT " SAGA_JSON ", "
-                     "'steps', (SELECT coalesce(json_agg(json_build_object('event', t.event, "
-                     "'from', t.state_from, 'to', t.state_to, 'attempt', t.attempt, "
-                     "'message_id', t.message_id, 'detail', t.detail, 'at', t.at) "
-                     "ORDER BY t.step_id), '[]') FROM saga_steps t WHERE t.saga_id = s.saga_id), "
-                     "'timers', (SELECT coalesce(json_agg(json_build_object('kind', m.kind, "
-                     "'fire_at', m.fire_at)), '[]') FROM timers m WHERE m.saga_id = s.saga_id)) "
-                     "FROM sagas s JOIN orders o USING (order_id) WHERE s.saga_id = $1",
-                     rest, status);
+    *body = run_json(pool, ONE_SAGA_SQL, rest, status);
     if (*status != 200)
         *content_type = "text/plain";
     return 0;

@@ -42,13 +42,13 @@ int main(int argc, char **argv)
                                 .extra_config_count = sizeof(extra) / sizeof(extra[0])};
     struct service *svc;
     struct ticker *timers;
-    struct db_pool *pool;
+    static struct inspect_context inspect = {.saga = &cfg};
 
     service_configure(&spec, &settings, argc, argv);
-    pool = db_pool_new(settings.database_url, "checkout-inspect", 2);
-    if (pool == NULL)
+    inspect.pool = db_pool_new(settings.database_url, "checkout-inspect", 2);
+    if (inspect.pool == NULL)
         return 1;
-    spec.routes_arg = pool;
+    spec.routes_arg = &inspect;
     svc = service_start(&spec, &settings);
     timers = ticker_start(settings.database_url, "checkout-timers", 100, saga_fire_timers, &cfg);
     if (timers == NULL)
@@ -56,6 +56,6 @@ int main(int argc, char **argv)
     service_wait(svc);
     ticker_stop(timers);
     service_stop(svc);
-    db_pool_free(pool);
+    db_pool_free(inspect.pool);
     return 0;
 }

@@ -624,6 +624,31 @@ static int fire_timer(PGconn *conn, const struct saga_config *cfg, const char *s
     return 0;
 }
 
+int saga_resume(PGconn *conn, const char *saga_id, const struct saga_config *cfg)
+{
+    const char *params[] = {saga_id};
+    struct saga saga;
+    int found = saga_load(conn, NULL, saga_id, &saga);
+
+    if (found <= 0)
+        return found < 0 ? -1 : -2;
+    if (strcmp(saga.state, "compensation_failed") != 0)
+        return 0;
+    saga.compensation_attempts = 0;
+    if (db_exec_later(conn, "compensation resume",
+                      "UPDATE sagas SET compensation_attempts = 0 WHERE saga_id = $1", 1,
+                      params) != 0 ||
+        saga_step(conn, &saga, "operator_resume", "compensating", NULL, "resumed by an operator") !=
+            0 ||
+        send_compensations(conn, NULL, &saga) != 0 ||
+        timer_set(conn, saga.saga_id, "compensation_retry", cfg->compensation_retry_ms) != 0)
+        return -1;
+    log_info("msg=\"parked saga resumed by an operator\" saga_id=%s order_id=%s stock_released=%d "
+             "payment_voided=%d",
+             saga.saga_id, saga.order_id, saga.stock_released, saga.payment_voided);
+    return 1;
+}
+
 int saga_fire_timers(PGconn *conn, void *arg)
 {
     const struct saga_config *cfg = arg;

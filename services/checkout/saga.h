@@ -46,4 +46,11 @@ int saga_handle(PGconn *conn, const struct consumer_message *msg, void *arg, cha
  * Returns the number fired, or -1. */
 int saga_fire_timers(PGconn *conn, void *arg);
 
+/* An operator's resume of a saga parked as compensation_failed, in the open
+ * transaction on conn: back to compensating with its rounds counted afresh,
+ * and the compensations still unconfirmed sent again. Returns 1 when resumed,
+ * 0 when the saga is not parked, -2 when there is no such saga, -1 on
+ * failure. */
+int saga_resume(PGconn *conn, const char *saga_id, const struct saga_config *cfg);
+
 #endif

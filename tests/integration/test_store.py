@@ -612,3 +612,67 @@ def test_restock_is_confirmed_while_purchases_take_stock(store):
         assert json.loads(body) == {"message": "Restocked successfully"}
         for buy in buys:
             assert buy.result()[0] in (200, 409)
+
+
+def saga_admin(store, method, path):
+    return http(f"http://127.0.0.1:{store.admin_ports['checkout']}", method, path)
+
+
+def saga_of(store, key):
+    status, body = saga_admin(store, "GET", f"/sagas/{key}")
+    assert status == 200, body
+    return json.loads(body)
+
+
+def test_a_parked_saga_is_visible_and_an_operator_resumes_it(store):
+    # Inventory cannot release this one order's stock (a constraint stands in
+    # for a bug), so its release_stock commands are dead-lettered and, after
+    # its round of resends, checkout parks the saga as compensation_failed.
+    # Once the cause is fixed, the operator resumes it: the release is sent
+    # again and the saga ends cancelled with its stock returned.
+    store.stop(["checkout"])
+    store.start(["checkout"], extra_env={"COMPENSATION_MAX_ROUNDS": "1"})
+    inventory_db = store.dbs["inventory"]
+    try:
+        key = new_key()
+        status, payment_id = store.checkout(key)
+        assert status == 200, payment_id
+        order_id = int(order_of(store, key))
+        inventory_db.query("ALTER TABLE reservations ADD CONSTRAINT test_blocks_one_release "
+                           f"CHECK (order_id <> {order_id} OR status <> 'released') NOT VALID",
+                           as_owner=True)
+        try:
+            status, answer = store.webhook(payment_id, "failed")
+            assert status == 200 and int(answer) == order_id
+
+            def parked():
+                status, body = saga_admin(store, "GET", "/sagas/state/compensation_failed")
+                assert status == 200, body
+                return [saga for saga in json.loads(body) if saga["saga_id"] == key]
+            [saga] = wait_until(parked, 60, "the saga to be parked")
+            assert saga["compensation"]["stock_released"] is False
+            assert store.get_json(f"/order/{order_id}")["order_status"] == -1
+            # Parked for an operator, and staying so: nothing is resent.
+            assert saga_of(store, key)["timers"] == []
+        finally:
+            inventory_db.query("ALTER TABLE reservations "
+                               "DROP CONSTRAINT IF EXISTS test_blocks_one_release", as_owner=True)
+
+        status, body = saga_admin(store, "POST", f"/sagas/{key}/resume")
+        assert status == 200, body
+        resumed = json.loads(body)
+        assert resumed["state"] == "compensating" and resumed["compensation"]["attempts"] == 0
+        assert resumed["steps"][-1]["event"] == "operator_resume"
+        wait_until(lambda: saga_of(store, key)["state"] == "cancelled", 60,
+                   "the resumed saga to end cancelled")
+        saga = saga_of(store, key)
+        assert saga["compensation"]["stock_released"] and saga["compensation"]["payment_voided"]
+
+        # Only a parked saga can be resumed, and an unknown one is named so.
+        status, body = saga_admin(store, "POST", f"/sagas/{key}/resume")
+        assert status == 409 and "not parked" in body
+        assert saga_admin(store, "POST", f"/sagas/{new_key()}/resume")[0] == 404
+        assert saga_admin(store, "POST", f"/sagas/{key}/bogus")[0] == 404
+    finally:
+        store.stop(["checkout"])
+        store.start(["checkout"])
