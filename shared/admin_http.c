@@ -5,6 +5,7 @@
 #include "admin_http.h"
 
 #include <microhttpd.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,13 +89,25 @@ static enum MHD_Result admin_handle(void *cls, struct MHD_Connection *connection
     return send_text(connection, MHD_HTTP_NOT_FOUND, "text/plain", "not found\n", 0);
 }
 
-struct admin_http *admin_http_start(int port, admin_ready_fn ready_fn, void *ready_arg,
-                                    admin_route_fn route_fn, void *route_arg, char *err,
-                                    size_t errlen)
+struct admin_http *admin_http_start(const char *address, int port, admin_ready_fn ready_fn,
+                                    void *ready_arg, admin_route_fn route_fn, void *route_arg,
+                                    char *err, size_t errlen)
 {
-    struct admin_http *server = calloc(1, sizeof(*server));
+    struct addrinfo hints = {.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE,
+                             .ai_socktype = SOCK_STREAM};
+    struct addrinfo *where = NULL;
+    struct admin_http *server;
+    char service[8];
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
 
+    snprintf(service, sizeof(service), "%d", port);
+    if (getaddrinfo(address, service, &hints, &where) != 0) {
+        snprintf(err, errlen, "admin address '%s' is not a numeric IPv4 or IPv6 address", address);
+        return NULL;
+    }
+    server = calloc(1, sizeof(*server));
     if (server == NULL) {
+        freeaddrinfo(where);
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
@@ -102,13 +115,16 @@ struct admin_http *admin_http_start(int port, admin_ready_fn ready_fn, void *rea
     server->ready_arg = ready_arg;
     server->route_fn = route_fn;
     server->route_arg = route_arg;
+    if (where->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
     server->daemon =
-        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, (uint16_t)port, NULL,
-                         NULL, admin_handle, server, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)64,
-                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)10,
+        MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, admin_handle, server,
+                         MHD_OPTION_SOCK_ADDR, where->ai_addr, MHD_OPTION_CONNECTION_LIMIT,
+                         (unsigned int)64, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)10,
                          MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536, MHD_OPTION_END);
+    freeaddrinfo(where);
     if (server->daemon == NULL) {
-        snprintf(err, errlen, "cannot listen on admin port %d", port);
+        snprintf(err, errlen, "cannot listen on admin address %s port %d", address, port);
         free(server);
         return NULL;
     }

@@ -24,12 +24,13 @@ typedef int (*admin_route_fn)(void *arg, const char *method, const char *path, i
                               char **body, const char **content_type);
 
 /*
- * Starts the server on 0.0.0.0:port in its own thread. Returns NULL with a
- * reason in err if the port cannot be bound.
+ * Starts the server on address:port in its own thread; address is a numeric
+ * IPv4 or IPv6 address ("127.0.0.1", "0.0.0.0", "::"). Returns NULL with a
+ * reason in err if the address is not one or the port cannot be bound.
  */
-struct admin_http *admin_http_start(int port, admin_ready_fn ready_fn, void *ready_arg,
-                                    admin_route_fn route_fn, void *route_arg, char *err,
-                                    size_t errlen);
+struct admin_http *admin_http_start(const char *address, int port, admin_ready_fn ready_fn,
+                                    void *ready_arg, admin_route_fn route_fn, void *route_arg,
+                                    char *err, size_t errlen);
 
 /* Stops the server and frees it. Accepts NULL. */
 void admin_http_stop(struct admin_http *server);

@@ -101,6 +101,10 @@ void service_configure(const struct service_spec *spec, struct service_settings 
          "producer batching delay"},
         {"ADMIN_PORT", CONFIG_INT, &settings->admin_port, 0, default_port, 0, 65535,
          "port of /healthz, /readyz, /metrics; 0 disables"},
+        {"ADMIN_ADDRESS", CONFIG_STRING, settings->admin_address, sizeof(settings->admin_address),
+         "127.0.0.1", 0, 0,
+         "address the admin port listens on; 0.0.0.0 (or ::) lets other hosts' probes and "
+         "scrapers in"},
         {"LOG_LEVEL", CONFIG_STRING, settings->log_level, sizeof(settings->log_level), "info", 0, 0,
          "debug, info, warn or error"},
         {"RELAY_BATCH_SIZE", CONFIG_INT, &settings->relay_batch, 0, "1000", 1, 100000,
@@ -293,8 +297,8 @@ struct service *service_start(const struct service_spec *spec,
     signal(SIGPIPE, SIG_IGN);
 
     if (settings->admin_port > 0) {
-        svc->admin = admin_http_start((int)settings->admin_port, service_ready, svc, service_routes,
-                                      svc, err, sizeof(err));
+        svc->admin = admin_http_start(settings->admin_address, (int)settings->admin_port,
+                                      service_ready, svc, service_routes, svc, err, sizeof(err));
         if (svc->admin == NULL) {
             log_error("msg=\"admin server failed\" error=\"%s\"", err);
             exit(1);

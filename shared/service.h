@@ -29,6 +29,7 @@ struct service_settings {
     char instance_id[128];
     char log_level[16];
     char topic_prefix[64];
+    char admin_address[64];
     long linger_ms;
     long session_timeout_ms;
     long admin_port;

@@ -94,6 +94,8 @@ def test_kubernetes_runs_the_five_services_like_compose(manifests, compose):
         assert main["command"] == compose["services"][service]["command"]
         env = {e["name"]: e.get("value") for e in main["env"]}
         assert env["ADMIN_PORT"] == str(compose["services"][service]["environment"]["ADMIN_PORT"])
+        # The kubelet probes the pod's address, not its loopback.
+        assert env["ADMIN_ADDRESS"] == "0.0.0.0"
         migrate = spec["initContainers"][0]
         assert migrate["command"] == ["bash", "scripts/migrate.sh", service]
 

@@ -522,6 +522,30 @@ def test_each_service_role_may_only_read_and_write_rows_of_its_own_database(stor
         assert denied.returncode != 0 and "permission denied" in denied.stderr, denied.stderr
 
 
+def listening_addresses(port):
+    """Local addresses with a TCP socket listening on port, from /proc/net."""
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        with open(table) as lines:
+            next(lines)
+            for line in lines:
+                local, state = line.split()[1], line.split()[3]
+                address, hex_port = local.split(":")
+                if state == "0A" and int(hex_port, 16) == port and len(address) == width:
+                    found.add(address)
+    return found
+
+
+def test_admin_ports_listen_on_loopback_only_by_default(store):
+    # They can crash a service and resume sagas: not for other hosts unless
+    # ADMIN_ADDRESS says so (k8s/ does, behind its network policies).
+    loopback = "0100007F"  # 127.0.0.1 as /proc/net/tcp writes it
+    for service in ("api", "checkout", "inventory", "payment", "dispatch"):
+        assert listening_addresses(store.admin_ports[service]) == {loopback}, service
+    # The api's store port is for everyone.
+    assert listening_addresses(store.http_port) != {loopback}
+
+
 def test_writers_wake_the_relay_and_waiting_requests_by_notification(store):
     # Waits must not depend on the fallback polls: the notification sent after
     # each outbox writer's commit wakes its relay, and the one sent after each

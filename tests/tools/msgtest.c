@@ -162,7 +162,8 @@ static struct admin_http *maybe_admin(admin_ready_fn ready, void *arg)
 
     if (admin_port == 0)
         return NULL;
-    admin = admin_http_start((int)admin_port, ready, arg, NULL, NULL, err, sizeof(err));
+    admin =
+        admin_http_start("127.0.0.1", (int)admin_port, ready, arg, NULL, NULL, err, sizeof(err));
     if (admin == NULL) {
         log_error("msg=\"admin server failed\" error=\"%s\"", err);
         exit(1);
