@@ -21,18 +21,13 @@
     "'payment_voided', s.payment_voided, 'attempts', s.compensation_attempts), "                   \
     "'created_at', s.created_at, 'updated_at', s.updated_at"
 
-static char *run_json(struct db_pool *pool, const char *sql, const char *param, int *status)
+/* Runs sql (one JSON value, or no row) with param on conn; fills status. */
+static char *query_json(PGconn *conn, const char *sql, const char *param, int *status)
 {
     const char *params[] = {param};
-    PGconn *conn = db_pool_acquire(pool, 2000);
-    PGresult *res;
-    char *body = NULL;
+    PGresult *res = db_query(conn, "saga inspect", sql, 1, params);
+    char *body;
 
-    if (conn == NULL) {
-        *status = 503;
-        return strdup("database unavailable\n");
-    }
-    res = db_query(conn, "saga inspect", sql, 1, params);
     if (res == NULL) {
         *status = 500;
         body = strdup("query failed\n");
@@ -44,6 +39,19 @@ static char *run_json(struct db_pool *pool, const char *sql, const char *param, 
         body = strdup(PQgetvalue(res, 0, 0));
     }
     PQclear(res);
+    return body;
+}
+
+static char *run_json(struct db_pool *pool, const char *sql, const char *param, int *status)
+{
+    PGconn *conn = db_pool_acquire(pool, 2000);
+    char *body;
+
+    if (conn == NULL) {
+        *status = 503;
+        return strdup("database unavailable\n");
+    }
+    body = query_json(conn, sql, param, status);
     db_pool_release(pool, conn);
     return body;
 }
@@ -59,10 +67,11 @@ static char *run_json(struct db_pool *pool, const char *sql, const char *param, 
     "FROM sagas s JOIN orders o USING (order_id) WHERE s.saga_id = $1"
 
 /* Resumes the parked saga saga_id in a transaction of its own; fills status
- * and returns the body (the saga on success). */
+ * and returns the body (on success, the saga as the resume left it). */
 static char *resume(const struct inspect_context *ctx, const char *saga_id, int *status)
 {
     PGconn *conn = db_pool_acquire(ctx->pool, 2000);
+    char *body = NULL;
     int rc;
 
     if (conn == NULL) {
@@ -70,14 +79,18 @@ static char *resume(const struct inspect_context *ctx, const char *saga_id, int 
         return strdup("database unavailable\n");
     }
     rc = db_begin(conn) == 0 ? saga_resume(conn, saga_id, ctx->saga) : -1;
-    if (rc == 1 && db_commit(conn) != 0)
-        rc = -1;
+    if (rc == 1) {
+        body = query_json(conn, ONE_SAGA_SQL, saga_id, status);
+        if (*status != 200 || db_commit(conn) != 0)
+            rc = -1;
+    }
     if (rc != 1)
         db_rollback(conn);
     db_pool_release(ctx->pool, conn);
+    if (rc == 1)
+        return body;
+    free(body);
     switch (rc) {
-    case 1:
-        return run_json(ctx->pool, ONE_SAGA_SQL, saga_id, status);
     case 0:
         *status = 409;
         return strdup("saga is not parked as compensation_failed; nothing to resume\n");

@@ -3,6 +3,7 @@ service processes, PostgreSQL, Kafka). Every test ends by checking invariants
 1 to 6 of ARCHITECTURE.md against the services' own data, replay included."""
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import re
@@ -366,6 +367,29 @@ def letter_statuses(store, service, message_id):
             if letter["message_id"] == message_id]
 
 
+def wait_dead_letter(store, service, message_type):
+    """Waits for service's one dead letter of message_type; returns it."""
+    def dead():
+        out = dead_letters(store, service, "--json")
+        assert out.returncode == 0, out.stderr
+        return [letter for letter in map(json.loads, out.stdout.splitlines())
+                if letter["type"] == message_type and letter["status"] == "dead"]
+    [letter] = wait_until(dead, 60, f"{service}'s {message_type} dead letter")
+    return letter
+
+
+@contextlib.contextmanager
+def blocked(db, table, check):
+    """A CHECK constraint on table while the block runs, standing in for a bug
+    or a bad deploy that fails some messages every time."""
+    db.query(f"ALTER TABLE {table} ADD CONSTRAINT test_blocks CHECK ({check}) NOT VALID",
+             as_owner=True)
+    try:
+        yield
+    finally:
+        db.query(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS test_blocks", as_owner=True)
+
+
 def checkout_order(store):
     """Checks out a new key; returns (payment_id, order_id)."""
     key = new_key()
@@ -390,28 +414,16 @@ def test_a_dead_lettered_message_is_handled_once_when_redriven_after_the_fix(sto
     # and goes to the dead-letter topic while the order stays PAID. Once the
     # cause is gone, the operator lists the dead letters and redrives it.
     payment_id, order_id = checkout_order(store)
-    dispatch = store.dbs["dispatch"]
-    dispatch.query("ALTER TABLE shipments ADD CONSTRAINT test_blocks_one_order "
-                   f"CHECK (order_id <> {order_id}) NOT VALID", as_owner=True)
-    try:
+    with blocked(store.dbs["dispatch"], "shipments", f"order_id <> {order_id}"):
         status, answer = store.webhook(payment_id, "paid")
         assert status == 200 and int(answer) == order_id
-
-        def dead_letter():
-            out = dead_letters(store, "dispatch", "--json")
-            assert out.returncode == 0, out.stderr
-            return [letter for letter in map(json.loads, out.stdout.splitlines())
-                    if letter["type"] == "start_dispatch" and letter["status"] == "dead"]
-        [letter] = wait_until(dead_letter, 60, "the start_dispatch dead letter")
+        letter = wait_dead_letter(store, "dispatch", "start_dispatch")
         assert letter["topic"] == "dispatch.commands" and letter["attempts"] == 5
         assert "23514" in letter["error"], letter
         assert store.get_json(f"/order/{order_id}")["order_status"] == 2
         assert shipments_of(store, order_id) == "0"
         listing = dead_letters(store, "dispatch")
         assert listing.returncode == 0 and letter["message_id"] in listing.stdout
-    finally:
-        dispatch.query("ALTER TABLE shipments DROP CONSTRAINT IF EXISTS test_blocks_one_order",
-                       as_owner=True)
 
     out = dead_letters(store, "dispatch", "redrive", letter["message_id"])
     assert out.returncode == 0 and "redriven" in out.stdout, out.stderr
@@ -437,23 +449,11 @@ def test_an_api_dead_letter_shows_handled_once_redriven(store):
     # changes nothing), but a redriven copy gets one, so the operator sees
     # the dead letter handled rather than on its way for ever.
     payment_id, order_id = checkout_order(store)
-    api = store.dbs["api"]
-    api.query("ALTER TABLE orders ADD CONSTRAINT test_blocks_one_dispatch "
-              f"CHECK (order_id <> {order_id} OR order_status <> 1) NOT VALID", as_owner=True)
-    try:
+    with blocked(store.dbs["api"], "orders", f"order_id <> {order_id} OR order_status <> 1"):
         assert store.webhook(payment_id, "paid")[0] == 200
-
-        def dead_letter():
-            out = dead_letters(store, "api", "--json")
-            assert out.returncode == 0, out.stderr
-            return [letter for letter in map(json.loads, out.stdout.splitlines())
-                    if letter["type"] == "order_updated" and letter["status"] == "dead"]
-        [letter] = wait_until(dead_letter, 60, "the api's order_updated dead letter")
+        letter = wait_dead_letter(store, "api", "order_updated")
         assert letter["topic"] == "checkout.events" and "23514" in letter["error"], letter
         assert store.get_json(f"/order/{order_id}")["order_status"] == 2
-    finally:
-        api.query("ALTER TABLE orders DROP CONSTRAINT IF EXISTS test_blocks_one_dispatch",
-                  as_owner=True)
 
     out = dead_letters(store, "api", "redrive", letter["message_id"])
     assert out.returncode == 0 and "redriven" in out.stdout, out.stderr
@@ -656,16 +656,13 @@ def test_a_parked_saga_is_visible_and_an_operator_resumes_it(store):
     # again and the saga ends cancelled with its stock returned.
     store.stop(["checkout"])
     store.start(["checkout"], extra_env={"COMPENSATION_MAX_ROUNDS": "1"})
-    inventory_db = store.dbs["inventory"]
     try:
         key = new_key()
         status, payment_id = store.checkout(key)
         assert status == 200, payment_id
         order_id = int(order_of(store, key))
-        inventory_db.query("ALTER TABLE reservations ADD CONSTRAINT test_blocks_one_release "
-                           f"CHECK (order_id <> {order_id} OR status <> 'released') NOT VALID",
-                           as_owner=True)
-        try:
+        with blocked(store.dbs["inventory"], "reservations",
+                     f"order_id <> {order_id} OR status <> 'released'"):
             status, answer = store.webhook(payment_id, "failed")
             assert status == 200 and int(answer) == order_id
 
@@ -678,9 +675,6 @@ def test_a_parked_saga_is_visible_and_an_operator_resumes_it(store):
             assert store.get_json(f"/order/{order_id}")["order_status"] == -1
             # Parked for an operator, and staying so: nothing is resent.
             assert saga_of(store, key)["timers"] == []
-        finally:
-            inventory_db.query("ALTER TABLE reservations "
-                               "DROP CONSTRAINT IF EXISTS test_blocks_one_release", as_owner=True)
 
         status, body = saga_admin(store, "POST", f"/sagas/{key}/resume")
         assert status == 200, body
