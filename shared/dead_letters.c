@@ -318,13 +318,16 @@ static int redrive(const struct service_spec *spec, const struct service_setting
     return 0;
 }
 
-static int usage(const char *name)
+int dead_letters_usage_ok(const char *name, int argc, char **argv)
 {
+    if (argc == 1 || (argc == 2 && strcmp(argv[1], "--json") == 0) ||
+        (argc == 3 && strcmp(argv[1], "redrive") == 0))
+        return 1;
     fprintf(stderr,
             "usage: %s dead-letters [--json]          list this service's dead letters\n"
             "       %s dead-letters redrive MESSAGE_ID  hand one back to the service\n",
             name, name);
-    return 2;
+    return 0;
 }
 
 int dead_letters_command(const struct service_spec *spec, const struct service_settings *settings,
@@ -338,8 +341,8 @@ int dead_letters_command(const struct service_spec *spec, const struct service_s
     PGconn *conn;
     int rc = 1;
 
-    if (!(argc == 1 || json || redriving))
-        return usage(spec->name);
+    if (!dead_letters_usage_ok(spec->name, argc, argv))
+        return 2;
     if (spec->consume_topics == NULL) {
         fprintf(stderr, "%s consumes no topic, so it has no dead letters\n", spec->name);
         return 0;

@@ -19,6 +19,11 @@
 
 #include "service.h"
 
+/* Checks the command's arguments (argv[0] is "dead-letters") before anything
+ * is configured: 1 when they are well formed, else 0 after printing the
+ * usage to stderr. */
+int dead_letters_usage_ok(const char *name, int argc, char **argv);
+
 /* Runs the command in argv (argv[0] is "dead-letters"); returns the process's
  * exit status: 0 done, 1 failed (reason on stderr), 2 bad usage. */
 int dead_letters_command(const struct service_spec *spec, const struct service_settings *settings,

@@ -60,8 +60,11 @@ static int service_arguments(const struct service_spec *spec, int argc, char **a
 {
     if (argc < 2)
         return 0;
-    if (strcmp(argv[1], "dead-letters") == 0)
+    if (strcmp(argv[1], "dead-letters") == 0) {
+        if (!dead_letters_usage_ok(spec->name, argc - 1, argv + 1))
+            exit(2);
         return 1;
+    }
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         printf("Usage: %s\n       %s dead-letters [--json]\n       %s dead-letters redrive "
                "MESSAGE_ID\n\nThe %s service, or its dead letters (list them; hand one back once "

@@ -74,6 +74,10 @@ def test_the_help_lists_what_the_services_read(variables):
     result = subprocess.run([os.path.join(BUILD_DIR, "services", "api"), "--no-such-flag"],
                             capture_output=True, text=True, timeout=10)
     assert result.returncode == 2 and "--help" in result.stderr
+    # Bad dead-letters usage is told before any configuration is needed.
+    result = subprocess.run([os.path.join(BUILD_DIR, "services", "payment"), "dead-letters",
+                             "bogus"], env={}, capture_output=True, text=True, timeout=10)
+    assert result.returncode == 2 and "usage: payment dead-letters" in result.stderr
 
 
 def test_compose_gives_each_service_only_variables_it_reads(compose, variables):
