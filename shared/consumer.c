@@ -130,11 +130,11 @@ static int inbox_claim(PGconn *conn, const char *message_id, const char *topic,
 /*
  * Queues the inbox row of a message about to be handled (nothing when the
  * handler is idempotent by itself and keeps no inbox row, unless the message
- * is a redriven dead letter: its row is what shows the dead letter handled,
- * and skips a second copy). The row travels
- * with the handler's first statement, saving a round trip; when the message
- * was handled before, its primary key fails the transaction, and
- * message_was_handled() tells that apart from a real failure. Returns 0 or -1.
+ * is a redriven dead letter: its row shows the dead letter handled, and
+ * skips a second copy). The row travels with the handler's first statement,
+ * saving a round trip; when the message was handled before, its primary key
+ * fails the transaction, and message_was_handled() tells that apart from a
+ * real failure. Returns 0 or -1.
  */
 static int claim_for_handler(const struct consumer *consumer, const struct consumer_message *cmsg,
                              const rd_kafka_message_t *msg)
