@@ -3,7 +3,7 @@
 # JVM) for development and tests. All state lives in .local/kafka/.
 #
 # Usage: scripts/kafka.sh fetch|start|stop|status|wait [SECONDS]|restart|topics [ARGS]
-#                         |tool CLASS [ARGS]
+#                         |lag [GROUP]|tool CLASS [ARGS]
 #   fetch    download the pinned Kafka jars (scripts/kafka/pom.xml) with Maven
 #   start    start the broker in the background (formats storage on first run)
 #            and wait until it is ready; no-op if already running
@@ -13,6 +13,8 @@
 #   restart  stop, then start
 #   topics   list topics; with ARGS, run kafka-topics with those ARGS instead,
 #            e.g. `topics --describe --topic orders`
+#   lag      how far each consumer group (or GROUP: a service's group is its
+#            name) is behind, per partition: committed offset, end, LAG
 #   tool     run any Kafka tool class on the broker's classpath, e.g.
 #            `tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand
 #             --bootstrap-server 127.0.0.1:9092 --describe --all-groups`
@@ -324,6 +326,16 @@ cmd_topics() {
   run_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" "$@"
 }
 
+cmd_lag() {
+  if [ $# -eq 0 ]; then
+    set -- --all-groups
+  else
+    set -- --group "$1"
+  fi
+  run_tool org.apache.kafka.tools.consumer.group.ConsumerGroupCommand \
+    --bootstrap-server "$BOOTSTRAP" --describe "$@"
+}
+
 usage() {
   sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0" >&2
   exit 2
@@ -343,6 +355,10 @@ restart)
   cmd_start
   ;;
 topics) cmd_topics "$@" ;;
+lag)
+  [ $# -le 1 ] || die "usage: kafka.sh lag [GROUP]"
+  cmd_lag "$@"
+  ;;
 tool)
   [ $# -ge 1 ] || die "usage: kafka.sh tool CLASS [ARGS]"
   run_tool "$@"

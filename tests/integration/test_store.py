@@ -463,6 +463,24 @@ def test_an_api_dead_letter_shows_handled_once_redriven(store):
     assert again.returncode == 0 and "already handled" in again.stdout, again.stderr
 
 
+def behind(store, service, topic):
+    """Partitions of topic where service's consumer group has not committed
+    everything, as the operator's `scripts/kafka.sh lag GROUP` shows them:
+    {partition: (committed offset or None, end offset)}."""
+    out = subprocess.run(["bash", os.path.join(ROOT, "scripts", "kafka.sh"), "lag",
+                          store.group(service)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lagging = {}
+    for line in out.stdout.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == store.prefix + topic:
+            committed = None if fields[3] == "-" else int(fields[3])
+            end = int(fields[4])
+            if (committed or 0) < end:
+                lagging[int(fields[2])] = (committed, end)
+    return lagging
+
+
 def test_a_missing_grant_holds_messages_until_it_is_fixed_instead_of_dead_lettering_them(store):
     # A privilege lost in a deployment fails every message alike: the consumer
     # keeps retrying (with backoff) rather than sending them all to the
@@ -478,10 +496,14 @@ def test_a_missing_grant_holds_messages_until_it_is_fixed_instead_of_dead_letter
                    "dispatch to retry more often than MAX_ATTEMPTS (5)")
         assert metric(store, "dispatch", "messages_dead_lettered_total") == dead
         assert store.get_json(f"/order/{order_id}")["order_status"] == 2
+        # The operator sees the held message as lag.
+        assert behind(store, "dispatch", "dispatch.commands")
     finally:
         dispatch.query(f'GRANT INSERT ON shipments TO "{dispatch.name}"', as_owner=True)
     wait_dispatched_once(store, order_id)
     assert metric(store, "dispatch", "messages_dead_lettered_total") == dead
+    wait_until(lambda: not behind(store, "dispatch", "dispatch.commands"), 30,
+               "dispatch to catch up")
 
 
 def test_a_connection_left_read_only_is_replaced_once_writes_are_possible_again(store):
