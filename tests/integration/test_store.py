@@ -670,15 +670,35 @@ def saga_of(store, key):
     return json.loads(body)
 
 
+@contextlib.contextmanager
+def parking_after_one_round(store):
+    """Checkout, for the block's duration, parks a saga whose compensations
+    are still unconfirmed at the first resend."""
+    store.stop(["checkout"])
+    store.start(["checkout"], extra_env={"COMPENSATION_MAX_ROUNDS": "1"})
+    try:
+        yield
+    finally:
+        store.stop(["checkout"])
+        store.start(["checkout"])
+
+
+def wait_parked(store, key):
+    def parked():
+        status, body = saga_admin(store, "GET", "/sagas/state/compensation_failed")
+        assert status == 200, body
+        return [saga for saga in json.loads(body) if saga["saga_id"] == key]
+    [saga] = wait_until(parked, 60, "the saga to be parked")
+    return saga
+
+
 def test_a_parked_saga_is_visible_and_an_operator_resumes_it(store):
     # Inventory cannot release this one order's stock (a constraint stands in
     # for a bug), so its release_stock commands are dead-lettered and, after
     # its round of resends, checkout parks the saga as compensation_failed.
     # Once the cause is fixed, the operator resumes it: the release is sent
     # again and the saga ends cancelled with its stock returned.
-    store.stop(["checkout"])
-    store.start(["checkout"], extra_env={"COMPENSATION_MAX_ROUNDS": "1"})
-    try:
+    with parking_after_one_round(store):
         key = new_key()
         status, payment_id = store.checkout(key)
         assert status == 200, payment_id
@@ -687,12 +707,7 @@ def test_a_parked_saga_is_visible_and_an_operator_resumes_it(store):
                      f"order_id <> {order_id} OR status <> 'released'"):
             status, answer = store.webhook(payment_id, "failed")
             assert status == 200 and int(answer) == order_id
-
-            def parked():
-                status, body = saga_admin(store, "GET", "/sagas/state/compensation_failed")
-                assert status == 200, body
-                return [saga for saga in json.loads(body) if saga["saga_id"] == key]
-            [saga] = wait_until(parked, 60, "the saga to be parked")
+            saga = wait_parked(store, key)
             assert saga["compensation"]["stock_released"] is False
             assert store.get_json(f"/order/{order_id}")["order_status"] == -1
             # Parked for an operator, and staying so: nothing is resent.
@@ -713,6 +728,23 @@ def test_a_parked_saga_is_visible_and_an_operator_resumes_it(store):
         assert status == 409 and "not parked" in body
         assert saga_admin(store, "POST", f"/sagas/{new_key()}/resume")[0] == 404
         assert saga_admin(store, "POST", f"/sagas/{key}/bogus")[0] == 404
-    finally:
-        store.stop(["checkout"])
-        store.start(["checkout"])
+
+
+def test_a_parked_saga_ends_cancelled_when_its_confirmation_comes_late(store):
+    # Inventory is down past the saga's rounds of resends, so the saga is
+    # parked; once inventory is back, the release commands waiting in its
+    # topic are handled and the late confirmation closes the saga, with no
+    # operator.
+    with parking_after_one_round(store):
+        key = new_key()
+        status, payment_id = store.checkout(key)
+        assert status == 200, payment_id
+        store.stop(["inventory"])
+        try:
+            assert store.webhook(payment_id, "failed")[0] == 200
+            assert wait_parked(store, key)["compensation"]["stock_released"] is False
+        finally:
+            store.start(["inventory"])
+        wait_until(lambda: saga_of(store, key)["state"] == "cancelled", 60,
+                   "the late confirmation to close the saga")
+        assert saga_of(store, key)["compensation"]["stock_released"] is True
