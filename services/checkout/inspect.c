@@ -1,6 +1,7 @@
 /*
  * inspect.c - JSON views of sagas, built by PostgreSQL's JSON functions from
- * the saga tables, and the resume of a parked saga.
+ * the saga tables, the resume of a parked saga, and the gauges of unfinished
+ * sagas by state.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "inspect.h"
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "db.h"
+#include "metrics.h"
 
 #define RESUME_SUFFIX "/resume"
 
@@ -151,5 +153,48 @@ int inspect_route(void *arg, const char *method, const char *path, int *status, 
     *body = run_json(pool, ONE_SAGA_SQL, rest, status);
     if (*status != 200)
         *content_type = "text/plain";
+    return 0;
+}
+
+/* The states short of completed and cancelled, as the sagas_open index has
+ * them (sql/checkout/001_sagas.sql). */
+static const char *const open_states[] = {"reserving",   "opening_payment", "awaiting_payment",
+                                          "dispatching", "compensating",    "compensation_failed"};
+#define OPEN_STATES (sizeof(open_states) / sizeof(open_states[0]))
+static struct metric *open_gauges[OPEN_STATES];
+
+void inspect_metrics_init(void)
+{
+    char labels[64];
+
+    for (size_t i = 0; i < OPEN_STATES; i++) {
+        snprintf(labels, sizeof(labels), "state=\"%s\"", open_states[i]);
+        open_gauges[i] = metrics_gauge("sagas", labels,
+                                       "Sagas not yet completed or cancelled, by state "
+                                       "(compensation_failed: parked for an operator)");
+    }
+}
+
+int inspect_count_sagas(PGconn *conn, void *arg)
+{
+    long long counts[OPEN_STATES] = {0};
+    PGresult *res;
+
+    (void)arg;
+    res = db_query(conn, "saga count",
+                   "SELECT state, count(*) FROM sagas "
+                   "WHERE state NOT IN ('completed', 'cancelled') GROUP BY state",
+                   0, NULL);
+    if (res == NULL)
+        return -1;
+    for (int row = 0; row < PQntuples(res); row++) {
+        for (size_t i = 0; i < OPEN_STATES; i++) {
+            if (strcmp(PQgetvalue(res, row, 0), open_states[i]) == 0)
+                counts[i] = atoll(PQgetvalue(res, row, 1));
+        }
+    }
+    PQclear(res);
+    for (size_t i = 0; i < OPEN_STATES; i++)
+        metrics_set(open_gauges[i], counts[i]);
     return 0;
 }

@@ -12,6 +12,9 @@
 #include "service.h"
 #include "ticker.h"
 
+/* How often the sagas{state} gauges are refreshed. */
+#define SAGA_COUNT_INTERVAL_MS 5000
+
 int main(int argc, char **argv)
 {
     static const char *const consume[] = {TOPIC_CHECKOUT_COMMANDS, TOPIC_INVENTORY_EVENTS,
@@ -41,7 +44,7 @@ int main(int argc, char **argv)
                                 .extra_config = extra,
                                 .extra_config_count = sizeof(extra) / sizeof(extra[0])};
     struct service *svc;
-    struct ticker *timers;
+    struct ticker *timers, *counts;
     static struct inspect_context inspect = {.saga = &cfg};
 
     service_configure(&spec, &settings, argc, argv);
@@ -51,9 +54,13 @@ int main(int argc, char **argv)
     spec.routes_arg = &inspect;
     svc = service_start(&spec, &settings);
     timers = ticker_start(settings.database_url, "checkout-timers", 100, saga_fire_timers, &cfg);
-    if (timers == NULL)
+    inspect_metrics_init();
+    counts = ticker_start(settings.database_url, "checkout-saga-counts", SAGA_COUNT_INTERVAL_MS,
+                          inspect_count_sagas, NULL);
+    if (timers == NULL || counts == NULL)
         return 1;
     service_wait(svc);
+    ticker_stop(counts);
     ticker_stop(timers);
     service_stop(svc);
     db_pool_free(inspect.pool);

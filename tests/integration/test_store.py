@@ -683,6 +683,9 @@ def parking_after_one_round(store):
         store.start(["checkout"])
 
 
+PARKED = 'sagas{state="compensation_failed"}'
+
+
 def wait_parked(store, key):
     def parked():
         status, body = saga_admin(store, "GET", "/sagas/state/compensation_failed")
@@ -712,6 +715,9 @@ def test_a_parked_saga_is_visible_and_an_operator_resumes_it(store):
             assert store.get_json(f"/order/{order_id}")["order_status"] == -1
             # Parked for an operator, and staying so: nothing is resent.
             assert saga_of(store, key)["timers"] == []
+            # ... and counted on /metrics, for an alert.
+            wait_until(lambda: metric(store, "checkout", PARKED) == 1, 30,
+                       "the parked saga to be counted")
 
         status, body = saga_admin(store, "POST", f"/sagas/{key}/resume")
         assert status == 200, body
@@ -722,6 +728,8 @@ def test_a_parked_saga_is_visible_and_an_operator_resumes_it(store):
                    "the resumed saga to end cancelled")
         saga = saga_of(store, key)
         assert saga["compensation"]["stock_released"] and saga["compensation"]["payment_voided"]
+        wait_until(lambda: metric(store, "checkout", PARKED) == 0, 30,
+                   "the parked count to fall back")
 
         # Only a parked saga can be resumed, and an unknown one is named so.
         status, body = saga_admin(store, "POST", f"/sagas/{key}/resume")
