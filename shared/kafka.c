@@ -118,6 +118,15 @@ rd_kafka_t *kafka_consumer_new(const struct kafka_settings *settings, const char
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
+    if (settings->max_poll_interval_ms > 0) {
+        char max_poll[32];
+
+        snprintf(max_poll, sizeof(max_poll), "%ld", settings->max_poll_interval_ms);
+        if (conf_set(conf, "max.poll.interval.ms", max_poll, err, errlen) != 0) {
+            rd_kafka_conf_destroy(conf);
+            return NULL;
+        }
+    }
     if (settings->instance_id && settings->instance_id[0] &&
         conf_set(conf, "group.instance.id", settings->instance_id, err, errlen) != 0) {
         rd_kafka_conf_destroy(conf);

@@ -11,14 +11,16 @@
 #include <stddef.h>
 
 struct kafka_settings {
-    const char *brokers;      /* bootstrap servers, "host:port[,host:port]" */
-    const char *client_id;    /* shown in broker logs */
-    double linger_ms;         /* producer batching delay; <= 1 keeps latency low */
-    const char *group_id;     /* consumers only */
-    const char *instance_id;  /* static membership; NULL or "" to disable */
-    long session_timeout_ms;  /* consumers: how fast a dead member is evicted */
-    const char *topic_prefix; /* prepended to every topic name on the wire; NULL or "" for
-                                 none (lets test runs share a broker without crosstalk) */
+    const char *brokers;       /* bootstrap servers, "host:port[,host:port]" */
+    const char *client_id;     /* shown in broker logs */
+    double linger_ms;          /* producer batching delay; <= 1 keeps latency low */
+    const char *group_id;      /* consumers only */
+    const char *instance_id;   /* static membership; NULL or "" to disable */
+    long session_timeout_ms;   /* consumers: how fast a dead member is evicted */
+    long max_poll_interval_ms; /* consumers: how long one message may be retried before the
+                                  group counts the member gone; 0 for librdkafka's 300000 */
+    const char *topic_prefix;  /* prepended to every topic name on the wire; NULL or "" for
+                                  none (lets test runs share a broker without crosstalk) */
 };
 
 /* Returns the topic name without settings' prefix (the logical name). */

@@ -116,6 +116,11 @@ void service_configure(const struct service_spec *spec, struct service_settings 
          300000,
          "how soon the group gives a dead consumer's partitions to the others (the broker's "
          "group.min.session.timeout.ms must allow it)"},
+        {"KAFKA_MAX_POLL_INTERVAL_MS", CONFIG_INT, &settings->max_poll_interval_ms, 0, "300000",
+         1000, 86400000,
+         "how long a consumer may stay on one message (retrying through an outage) before the "
+         "group counts it gone and rebalances; it rejoins when the message is done, and the "
+         "inbox makes the redelivery harmless (must be at least KAFKA_SESSION_TIMEOUT_MS)"},
         {"KAFKA_TOPIC_PREFIX", CONFIG_STRING, settings->topic_prefix,
          sizeof(settings->topic_prefix), "", 0, 0,
          "prefix of every topic name, to run several systems on one broker"},
@@ -288,6 +293,7 @@ struct service *service_start(const struct service_spec *spec,
                                    .group_id = settings->group,
                                    .instance_id = settings->instance_id,
                                    .session_timeout_ms = settings->session_timeout_ms,
+                                   .max_poll_interval_ms = settings->max_poll_interval_ms,
                                    .topic_prefix = settings->topic_prefix};
     char err[512];
 

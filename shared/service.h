@@ -32,6 +32,7 @@ struct service_settings {
     char admin_address[64];
     long linger_ms;
     long session_timeout_ms;
+    long max_poll_interval_ms;
     long admin_port;
     long relay_batch;
     long max_attempts;

@@ -506,6 +506,37 @@ def test_a_missing_grant_holds_messages_until_it_is_fixed_instead_of_dead_letter
                "dispatch to catch up")
 
 
+def test_an_outage_longer_than_the_poll_interval_ends_with_the_consumer_back_in_its_group(store):
+    # A database fault that outlasts KAFKA_MAX_POLL_INTERVAL_MS (5 minutes by
+    # default; 3 s here) makes the group count the stuck consumer gone. Once
+    # the fault is fixed, the message is applied, the consumer rejoins, the
+    # redelivery that follows is skipped by the inbox, and later messages flow.
+    store.stop(["dispatch"])
+    store.start(["dispatch"], extra_env={"KAFKA_MAX_POLL_INTERVAL_MS": "3000"})
+    dispatch = store.dbs["dispatch"]
+    try:
+        payment_id, order_id = checkout_order(store)
+        retries = metric(store, "dispatch", "handler_retries_total")
+        dispatch.query(f'REVOKE INSERT ON shipments FROM "{dispatch.name}"', as_owner=True)
+        try:
+            assert store.webhook(payment_id, "paid")[0] == 200
+            # Eight retries with backoff from 50 ms take over 6 s.
+            wait_until(lambda: metric(store, "dispatch", "handler_retries_total") >= retries + 8,
+                       60, "dispatch to stay on the message past its poll interval")
+        finally:
+            dispatch.query(f'GRANT INSERT ON shipments TO "{dispatch.name}"', as_owner=True)
+        wait_dispatched_once(store, order_id)
+        payment_id, later = checkout_order(store)
+        assert store.webhook(payment_id, "paid")[0] == 200
+        wait_dispatched_once(store, later)
+        wait_until(lambda: not behind(store, "dispatch", "dispatch.commands"), 30,
+                   "dispatch to commit everything")
+        assert shipments_of(store, order_id) == "1"
+    finally:
+        store.stop(["dispatch"])
+        store.start(["dispatch"])
+
+
 def test_a_connection_left_read_only_is_replaced_once_writes_are_possible_again(store):
     # As after a failover, dispatch's new connections land where writes are
     # refused (SQLSTATE 25006). It retries; once writes are possible again,
