@@ -24,13 +24,19 @@ struct consumer {
     struct consumer_config cfg;
     rd_kafka_t *rk;
     PGconn *conn;
-    pthread_t thread;
+    pthread_t thread, lag_thread;
+    int lag_thread_started;
     atomic_int stop;
     atomic_int db_ready;
     atomic_llong handled;
     struct backoff retry;
     struct metric *m_consumed, *m_duplicates, *m_skipped, *m_dead, *m_retries, *m_handle_ms;
+    struct metric *m_lag;
 };
+
+/* How often the lag gauge is sampled, and how long the broker may take. */
+#define LAG_SAMPLE_MS  5000
+#define LAG_TIMEOUT_MS 1000
 
 static double now_ms(void)
 {
@@ -446,6 +452,60 @@ out:
     return ok;
 }
 
+/*
+ * Messages on the partitions assigned to this consumer past the group's
+ * committed offsets (from the low watermark where nothing is committed): the
+ * lag an operator sees with `scripts/kafka.sh lag`. The ends come from the
+ * fetcher's cache, so only the committed offsets ask the broker. Returns -1
+ * when it does not answer.
+ */
+static long long assigned_lag(struct consumer *consumer)
+{
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    long long lag = 0;
+
+    if (rd_kafka_assignment(consumer->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return -1;
+    if (parts->cnt > 0 &&
+        rd_kafka_committed(consumer->rk, parts, LAG_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        lag = -1;
+    for (int i = 0; lag >= 0 && i < parts->cnt; i++) {
+        const rd_kafka_topic_partition_t *p = &parts->elems[i];
+        int64_t low, high, from;
+
+        if (rd_kafka_get_watermark_offsets(consumer->rk, p->topic, p->partition, &low, &high) !=
+                RD_KAFKA_RESP_ERR_NO_ERROR ||
+            high < 0)
+            continue; /* not fetched yet: unknown, counted as none */
+        from = p->offset >= 0 ? p->offset : low;
+        if (high > from)
+            lag += high - from;
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+    return lag;
+}
+
+/* Samples the lag into the process-wide gauge (each consumer adds its own
+ * part), also while the consumer thread is held on one message. */
+static void *lag_sampler_main(void *arg)
+{
+    struct consumer *consumer = arg;
+    long long reported = 0;
+
+    while (!atomic_load(&consumer->stop)) {
+        long long lag = assigned_lag(consumer);
+
+        if (lag >= 0) {
+            metrics_gauge_add(consumer->m_lag, lag - reported);
+            reported = lag;
+        }
+        for (int slept = 0; slept < LAG_SAMPLE_MS && !atomic_load(&consumer->stop); slept += 100)
+            backoff_sleep_ms(100);
+    }
+    metrics_gauge_add(consumer->m_lag, -reported);
+    return NULL;
+}
+
 static void *consumer_main(void *arg)
 {
     struct consumer *consumer = arg;
@@ -522,12 +582,20 @@ struct consumer *consumer_start(const struct consumer_config *cfg, char *err, si
                                           "Retries after transient or handler failures");
     consumer->m_handle_ms =
         metrics_histogram("handler_duration_ms", NULL, "Time from inbox insert to commit");
+    consumer->m_lag = metrics_gauge("consumer_lag_messages", NULL,
+                                    "Messages on this process's partitions past its group's "
+                                    "committed offsets, sampled every 5 s");
     if (pthread_create(&consumer->thread, NULL, consumer_main, consumer) != 0) {
         snprintf(err, errlen, "cannot start the consumer thread");
         rd_kafka_destroy(consumer->rk);
         free(consumer);
         return NULL;
     }
+    /* Without it the consumer still works; only the gauge stays still. */
+    consumer->lag_thread_started =
+        pthread_create(&consumer->lag_thread, NULL, lag_sampler_main, consumer) == 0;
+    if (!consumer->lag_thread_started)
+        log_warn("msg=\"cannot start the lag sampler; consumer_lag_messages stays 0\"");
     return consumer;
 }
 
@@ -561,6 +629,8 @@ void consumer_stop(struct consumer *consumer)
         return;
     atomic_store(&consumer->stop, 1);
     pthread_join(consumer->thread, NULL);
+    if (consumer->lag_thread_started)
+        pthread_join(consumer->lag_thread, NULL);
     rd_kafka_consumer_close(consumer->rk);
     rd_kafka_destroy(consumer->rk);
     PQfinish(consumer->conn);

@@ -104,6 +104,12 @@ void metrics_set(struct metric *m, int64_t value)
         atomic_store(&m->value, value);
 }
 
+void metrics_gauge_add(struct metric *m, int64_t delta)
+{
+    if (m)
+        atomic_fetch_add(&m->value, (int_fast64_t)delta);
+}
+
 void metrics_observe_ms(struct metric *m, double ms)
 {
     int i;

@@ -31,6 +31,9 @@ struct metric *metrics_histogram(const char *name, const char *labels, const cha
 void metrics_add(struct metric *m, uint64_t delta);
 void metrics_inc(struct metric *m);
 void metrics_set(struct metric *m, int64_t value);
+/* Adds delta (which may be negative) to a gauge that several threads share,
+ * each adding the change in its own part. */
+void metrics_gauge_add(struct metric *m, int64_t delta);
 void metrics_observe_ms(struct metric *m, double ms);
 
 /* Current value of a counter or gauge (for tests and readiness checks). */

@@ -496,14 +496,19 @@ def test_a_missing_grant_holds_messages_until_it_is_fixed_instead_of_dead_letter
                    "dispatch to retry more often than MAX_ATTEMPTS (5)")
         assert metric(store, "dispatch", "messages_dead_lettered_total") == dead
         assert store.get_json(f"/order/{order_id}")["order_status"] == 2
-        # The operator sees the held message as lag.
+        # The operator sees the held message as lag, with the broker's tool
+        # and on /metrics.
         assert behind(store, "dispatch", "dispatch.commands")
+        wait_until(lambda: metric(store, "dispatch", "consumer_lag_messages") >= 1, 30,
+                   "the lag gauge to count the held message")
     finally:
         dispatch.query(f'GRANT INSERT ON shipments TO "{dispatch.name}"', as_owner=True)
     wait_dispatched_once(store, order_id)
     assert metric(store, "dispatch", "messages_dead_lettered_total") == dead
     wait_until(lambda: not behind(store, "dispatch", "dispatch.commands"), 30,
                "dispatch to catch up")
+    wait_until(lambda: metric(store, "dispatch", "consumer_lag_messages") == 0, 30,
+               "the lag gauge to fall back to 0")
 
 
 def test_an_outage_longer_than_the_poll_interval_ends_with_the_consumer_back_in_its_group(store):

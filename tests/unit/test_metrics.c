@@ -40,6 +40,28 @@ START_TEST(registering_twice_returns_the_same_metric)
 }
 END_TEST
 
+START_TEST(a_shared_gauge_sums_each_part_and_renders_negative_steps_right)
+{
+    struct metric *lag;
+    char *text;
+
+    metrics_reset_for_tests();
+    lag = metrics_gauge("lag", NULL, "Lag");
+    metrics_gauge_add(lag, 5);  /* one part reports 5 */
+    metrics_gauge_add(lag, 3);  /* another reports 3 */
+    metrics_gauge_add(lag, -4); /* the first falls to 1 */
+    ck_assert_int_eq(metrics_value(lag), 4);
+    metrics_gauge_add(lag, -1);
+    metrics_gauge_add(lag, -3);
+    ck_assert_int_eq(metrics_value(lag), 0);
+    metrics_gauge_add(lag, -2);
+    text = metrics_render(NULL);
+    ck_assert_ptr_nonnull(strstr(text, "lag -2\n"));
+    free(text);
+    metrics_gauge_add(NULL, 1);
+}
+END_TEST
+
 START_TEST(histogram_buckets_are_cumulative)
 {
     struct metric *h;
@@ -66,6 +88,7 @@ int main(void)
     const TTest *const tests[] = {
         counters_render_with_help_and_type_once,
         registering_twice_returns_the_same_metric,
+        a_shared_gauge_sums_each_part_and_renders_negative_steps_right,
         histogram_buckets_are_cumulative,
     };
 
