@@ -390,6 +390,30 @@ def blocked(db, table, check):
         db.query(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS test_blocks", as_owner=True)
 
 
+@contextlib.contextmanager
+def restarted_with(store, service, **env):
+    """service runs with env added for the block's duration, then as before."""
+    store.stop([service])
+    store.start([service], extra_env={k: str(v) for k, v in env.items()})
+    try:
+        yield
+    finally:
+        store.stop([service])
+        store.start([service])
+
+
+@contextlib.contextmanager
+def shipments_insert_revoked(store):
+    """Dispatch's role may not insert shipments while the block runs: a grant
+    lost in a deployment, failing every start_dispatch alike."""
+    dispatch = store.dbs["dispatch"]
+    dispatch.query(f'REVOKE INSERT ON shipments FROM "{dispatch.name}"', as_owner=True)
+    try:
+        yield
+    finally:
+        dispatch.query(f'GRANT INSERT ON shipments TO "{dispatch.name}"', as_owner=True)
+
+
 def checkout_order(store):
     """Checks out a new key; returns (payment_id, order_id)."""
     key = new_key()
@@ -486,11 +510,9 @@ def test_a_missing_grant_holds_messages_until_it_is_fixed_instead_of_dead_letter
     # keeps retrying (with backoff) rather than sending them all to the
     # dead-letter topic, and carries on once the grant is back.
     payment_id, order_id = checkout_order(store)
-    dispatch = store.dbs["dispatch"]
     retries = metric(store, "dispatch", "handler_retries_total")
     dead = metric(store, "dispatch", "messages_dead_lettered_total")
-    dispatch.query(f'REVOKE INSERT ON shipments FROM "{dispatch.name}"', as_owner=True)
-    try:
+    with shipments_insert_revoked(store):
         assert store.webhook(payment_id, "paid")[0] == 200
         wait_until(lambda: metric(store, "dispatch", "handler_retries_total") >= retries + 7, 60,
                    "dispatch to retry more often than MAX_ATTEMPTS (5)")
@@ -501,8 +523,6 @@ def test_a_missing_grant_holds_messages_until_it_is_fixed_instead_of_dead_letter
         assert behind(store, "dispatch", "dispatch.commands")
         wait_until(lambda: metric(store, "dispatch", "consumer_lag_messages") >= 1, 30,
                    "the lag gauge to count the held message")
-    finally:
-        dispatch.query(f'GRANT INSERT ON shipments TO "{dispatch.name}"', as_owner=True)
     wait_dispatched_once(store, order_id)
     assert metric(store, "dispatch", "messages_dead_lettered_total") == dead
     wait_until(lambda: not behind(store, "dispatch", "dispatch.commands"), 30,
@@ -516,20 +536,14 @@ def test_an_outage_longer_than_the_poll_interval_ends_with_the_consumer_back_in_
     # default; 3 s here) makes the group count the stuck consumer gone. Once
     # the fault is fixed, the message is applied, the consumer rejoins, the
     # redelivery that follows is skipped by the inbox, and later messages flow.
-    store.stop(["dispatch"])
-    store.start(["dispatch"], extra_env={"KAFKA_MAX_POLL_INTERVAL_MS": "3000"})
-    dispatch = store.dbs["dispatch"]
-    try:
+    with restarted_with(store, "dispatch", KAFKA_MAX_POLL_INTERVAL_MS=3000):
         payment_id, order_id = checkout_order(store)
         retries = metric(store, "dispatch", "handler_retries_total")
-        dispatch.query(f'REVOKE INSERT ON shipments FROM "{dispatch.name}"', as_owner=True)
-        try:
+        with shipments_insert_revoked(store):
             assert store.webhook(payment_id, "paid")[0] == 200
             # Eight retries with backoff from 50 ms take over 6 s.
             wait_until(lambda: metric(store, "dispatch", "handler_retries_total") >= retries + 8,
                        60, "dispatch to stay on the message past its poll interval")
-        finally:
-            dispatch.query(f'GRANT INSERT ON shipments TO "{dispatch.name}"', as_owner=True)
         wait_dispatched_once(store, order_id)
         payment_id, later = checkout_order(store)
         assert store.webhook(payment_id, "paid")[0] == 200
@@ -537,9 +551,6 @@ def test_an_outage_longer_than_the_poll_interval_ends_with_the_consumer_back_in_
         wait_until(lambda: not behind(store, "dispatch", "dispatch.commands"), 30,
                    "dispatch to commit everything")
         assert shipments_of(store, order_id) == "1"
-    finally:
-        store.stop(["dispatch"])
-        store.start(["dispatch"])
 
 
 def test_a_connection_left_read_only_is_replaced_once_writes_are_possible_again(store):
@@ -706,17 +717,10 @@ def saga_of(store, key):
     return json.loads(body)
 
 
-@contextlib.contextmanager
 def parking_after_one_round(store):
     """Checkout, for the block's duration, parks a saga whose compensations
     are still unconfirmed at the first resend."""
-    store.stop(["checkout"])
-    store.start(["checkout"], extra_env={"COMPENSATION_MAX_ROUNDS": "1"})
-    try:
-        yield
-    finally:
-        store.stop(["checkout"])
-        store.start(["checkout"])
+    return restarted_with(store, "checkout", COMPENSATION_MAX_ROUNDS=1)
 
 
 PARKED = 'sagas{state="compensation_failed"}'
