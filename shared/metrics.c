@@ -87,10 +87,15 @@ struct metric *metrics_histogram(const char *name, const char *labels, const cha
     return metrics_register(KIND_HISTOGRAM, name, labels, help);
 }
 
-void metrics_add(struct metric *m, uint64_t delta)
+void metrics_gauge_add(struct metric *m, int64_t delta)
 {
     if (m)
         atomic_fetch_add(&m->value, (int_fast64_t)delta);
+}
+
+void metrics_add(struct metric *m, uint64_t delta)
+{
+    metrics_gauge_add(m, (int64_t)delta);
 }
 
 void metrics_inc(struct metric *m)
@@ -102,12 +107,6 @@ void metrics_set(struct metric *m, int64_t value)
 {
     if (m)
         atomic_store(&m->value, value);
-}
-
-void metrics_gauge_add(struct metric *m, int64_t delta)
-{
-    if (m)
-        atomic_fetch_add(&m->value, (int_fast64_t)delta);
 }
 
 void metrics_observe_ms(struct metric *m, double ms)
