@@ -11,6 +11,8 @@
 #   make test-image   build the container image with podman, buy in it
 #   make test-browser  headless Chromium against the system `make up` runs
 #   make bench      the messaging micro-benchmark
+#   make bench-load  the load ladder; make bench-recovery  a crash of each
+#                   part under load (BENCHMARKS.md)
 #   make up / down  run / stop the whole system locally
 #   make format     reformat; make format-check fails on unformatted code
 
@@ -47,7 +49,7 @@ TOOLS := $(BUILD)/tests/msgtest $(BUILD)/tests/outbox_bench $(BUILD)/tests/loadg
 
 SERVICES := $(foreach s,$(wildcard services/*/main.c),$(BUILD)/$(patsubst %/main.c,%,$(s)))
 
-.PHONY: all services test test-unit test-deploy test-image test-integration test-browser bench bench-load up down format format-check clean
+.PHONY: all services test test-unit test-deploy test-image test-integration test-browser bench bench-load bench-recovery up down format format-check clean
 all: $(SHARED_LIB) $(UNIT_BIN) $(TOOLS) $(SERVICES)
 
 # The five service binaries only (what the container image needs).
@@ -125,6 +127,12 @@ bench: all
 # LADDER_ARGS="--rates 50,100 --duration 20".
 bench-load: all
 	BUILD_DIR=$(BUILD) python3 tests/load/ladder.py $(LADDER_ARGS)
+
+# Each service, PostgreSQL and the broker killed in turn under load: how long
+# each was gone, what its crash cost the purchases in flight, invariants after.
+# RECOVERY_ARGS to change it, e.g. RECOVERY_ARGS="--targets api,kafka".
+bench-recovery: all
+	BUILD_DIR=$(BUILD) python3 tests/load/recovery.py $(RECOVERY_ARGS)
 
 up: all
 	bash scripts/up.sh

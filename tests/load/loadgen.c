@@ -5,13 +5,22 @@
  *
  * One purchase is POST /checkout/{new key}, then POST
  * /payment_webhook/{payment id}/paid (or /failed for a share of them), and
- * with --follow, GET /order/{id} until the order is DISPATCHED.
+ * with --follow, GET /order/{id} until the order is DISPATCHED (every
+ * --poll-ms, 100 by default).
  *
  * Open loop (--rate N): purchases start on a fixed schedule, N per second,
  * whether or not earlier ones finished, and every latency is measured from
  * the scheduled start, so a slow server cannot hide its queueing
  * (coordinated omission). Closed loop (--concurrency N): N purchases in
  * flight, each starting when one ends.
+ *
+ * With --retry S, a call that fails (no answer, or 502, 503, 504: the api
+ * restarting, or refusing under load) is sent again 100 ms later with the
+ * same key or payment id, as a client of an idempotent API would, while the
+ * purchase is younger than S seconds; the retries are counted, and the
+ * latency still runs from the scheduled start. --samples FILE writes one CSV
+ * line per purchase (when it was due, its outcome and latencies), which
+ * tests/load/recovery.py reads to see what a crash cost.
  *
  * Uses libcurl's multi interface: one thread, many connections.
  */
@@ -36,7 +45,9 @@ struct purchase {
     int paid;
     double scheduled; /* when the purchase was due to start (ms) */
     double step_started;
-    double next_poll; /* --follow: when to ask again; 0 while a request is out */
+    double next_send;            /* when to send the step again (a poll or a retry); 0 if not due */
+    double checkout_ms, paid_ms; /* latencies so far, for --samples */
+    int retries;
     char key[64];
     char payment_id[64];
     char order_id[32];
@@ -52,11 +63,15 @@ struct samples {
 };
 
 static struct samples stats[S_COUNT];
-static long errors[S_COUNT];
+static long errors[S_COUNT], retries[S_COUNT];
 static long started_count, completed_count, sold_out_count;
 static const char *base_url = "http://localhost:8080";
 static double paid_ratio = 0.9;
 static int follow;
+static double poll_ms = 100;   /* --follow: how often to ask for the order */
+static double retry_window_ms; /* --retry: 0 means a failed call fails the purchase */
+static FILE *samples_file;
+static double run_begin;
 
 static double now_ms(void)
 {
@@ -168,6 +183,20 @@ static void restock(void)
     curl_easy_cleanup(easy);
 }
 
+/* The series whose latency and errors a step counts in. */
+static enum series step_series(enum step step)
+{
+    return step == STEP_CHECKOUT ? S_CHECKOUT : step == STEP_WEBHOOK ? S_WEBHOOK : S_TO_DISPATCHED;
+}
+
+/* --samples: one line per finished purchase (see the header written in main). */
+static void write_sample(const struct purchase *p, const char *outcome, double now)
+{
+    if (samples_file)
+        fprintf(samples_file, "%.1f,%s,%d,%d,%.1f,%.1f,%.1f\n", p->scheduled - run_begin, outcome,
+                p->paid, p->retries, p->checkout_ms, p->paid_ms, now - p->scheduled);
+}
+
 /*
  * Advances p after its request finished. Returns 1 when p is finished (done
  * or failed) and should be freed, 0 when another request is due.
@@ -175,22 +204,33 @@ static void restock(void)
 static int on_done(CURLM *multi, struct purchase *p, CURLcode result, double now)
 {
     long status = 0;
-    enum series s = p->step == STEP_CHECKOUT ? S_CHECKOUT : S_WEBHOOK;
+    enum series s = step_series(p->step);
 
     curl_multi_remove_handle(multi, p->easy);
     curl_easy_getinfo(p->easy, CURLINFO_RESPONSE_CODE, &status);
     if (p->step == STEP_CHECKOUT && result == CURLE_OK && status == 409) {
         /* Sold out (the store holds 100 widgets): restock and go on. */
         sold_out_count++;
+        write_sample(p, "sold_out", now);
         restock();
         return 1;
     }
     if (result != CURLE_OK || status != 200) {
-        errors[p->step == STEP_FOLLOW ? S_TO_DISPATCHED : s]++;
+        int transient = result != CURLE_OK || status == 502 || status == 503 || status == 504;
+
+        if (transient && now - p->scheduled < retry_window_ms) {
+            retries[s]++;
+            p->retries++;
+            p->next_send = now + 100;
+            return 0;
+        }
+        errors[s]++;
+        write_sample(p, "failed", now);
         return 1;
     }
     if (p->step == STEP_CHECKOUT) {
-        record(S_CHECKOUT, now - p->scheduled);
+        p->checkout_ms = now - p->scheduled;
+        record(S_CHECKOUT, p->checkout_ms);
         snprintf(p->payment_id, sizeof(p->payment_id), "%.63s", p->body);
         p->step = STEP_WEBHOOK;
         send_step(multi, p, now);
@@ -199,16 +239,18 @@ static int on_done(CURLM *multi, struct purchase *p, CURLcode result, double now
     if (p->step == STEP_WEBHOOK) {
         record(S_WEBHOOK, now - p->step_started);
         /* The webhook answers once the order is decided: PAID for a success. */
+        p->paid_ms = now - p->scheduled;
         if (p->paid)
-            record(S_TO_PAID, now - p->scheduled);
+            record(S_TO_PAID, p->paid_ms);
         snprintf(p->order_id, sizeof(p->order_id), "%.31s", p->body);
         if (!follow || !p->paid) {
             record(S_PURCHASE, now - p->scheduled);
             completed_count++;
+            write_sample(p, "completed", now);
             return 1;
         }
         p->step = STEP_FOLLOW;
-        p->next_poll = now + 100;
+        p->next_send = now + poll_ms;
         return 0;
     }
     /* STEP_FOLLOW: "order_status" : 1 means DISPATCHED. */
@@ -219,9 +261,10 @@ static int on_done(CURLM *multi, struct purchase *p, CURLcode result, double now
         record(S_TO_DISPATCHED, now - p->scheduled);
         record(S_PURCHASE, now - p->scheduled);
         completed_count++;
+        write_sample(p, "completed", now);
         return 1;
     }
-    p->next_poll = now + 100;
+    p->next_send = now + poll_ms;
     return 0;
 }
 
@@ -249,8 +292,8 @@ static void report(FILE *text, FILE *json, double seconds, const char *mode, dou
             "%ld sold out (restocked)\n",
             mode, seconds, started_count, completed_count, (double)completed_count / seconds,
             sold_out_count);
-    fprintf(text, "%-24s %8s %8s %8s %8s %8s %7s\n", "latency (ms)", "count", "p50", "p90", "p99",
-            "max", "errors");
+    fprintf(text, "%-24s %8s %8s %8s %8s %8s %7s %7s\n", "latency (ms)", "count", "p50", "p90",
+            "p99", "max", "errors", "retries");
     if (json)
         fprintf(json,
                 "{\"mode\":\"%s\",\"target\":%g,\"seconds\":%.3f,\"started\":%ld,"
@@ -261,16 +304,16 @@ static void report(FILE *text, FILE *json, double seconds, const char *mode, dou
         struct samples *v = &stats[s];
 
         qsort(v->values, v->len, sizeof(double), compare_double);
-        fprintf(text, "%-24s %8zu %8.1f %8.1f %8.1f %8.1f %7ld\n", series_names[s], v->len,
+        fprintf(text, "%-24s %8zu %8.1f %8.1f %8.1f %8.1f %7ld %7ld\n", series_names[s], v->len,
                 percentile(v, 0.5), percentile(v, 0.9), percentile(v, 0.99),
-                v->len ? v->values[v->len - 1] : NAN, errors[s]);
+                v->len ? v->values[v->len - 1] : NAN, errors[s], retries[s]);
         if (json)
             fprintf(json,
                     "%s\"%s\":{\"count\":%zu,\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,"
-                    "\"max\":%.3f,\"errors\":%ld}",
+                    "\"max\":%.3f,\"errors\":%ld,\"retries\":%ld}",
                     s ? "," : "", series_names[s], v->len, v->len ? percentile(v, 0.5) : 0.0,
                     v->len ? percentile(v, 0.9) : 0.0, v->len ? percentile(v, 0.99) : 0.0,
-                    v->len ? v->values[v->len - 1] : 0.0, errors[s]);
+                    v->len ? v->values[v->len - 1] : 0.0, errors[s], retries[s]);
     }
     if (json)
         fprintf(json, "}}\n");
@@ -279,7 +322,8 @@ static void report(FILE *text, FILE *json, double seconds, const char *mode, dou
 static void usage(void)
 {
     fprintf(stderr, "usage: loadgen [--url BASE] (--rate PER_S | --concurrency N) "
-                    "[--duration S] [--paid-ratio R] [--follow] [--json FILE]\n");
+                    "[--duration S] [--paid-ratio R] [--follow] [--poll-ms MS] [--retry S]\n"
+                    "       [--json FILE] [--samples FILE]\n");
     exit(2);
 }
 
@@ -287,7 +331,7 @@ int main(int argc, char **argv)
 {
     double rate = 0, duration = 10;
     long concurrency = 0;
-    const char *json_path = NULL;
+    const char *json_path = NULL, *samples_path = NULL;
     struct purchase **in_flight = calloc(MAX_IN_FLIGHT, sizeof(*in_flight));
     size_t count = 0;
     unsigned long long seq = 0;
@@ -309,17 +353,32 @@ int main(int argc, char **argv)
             paid_ratio = atof(argv[++i]);
         else if (strcmp(argv[i], "--json") == 0 && next)
             json_path = argv[++i];
+        else if (strcmp(argv[i], "--retry") == 0 && next)
+            retry_window_ms = atof(argv[++i]) * 1000.0;
+        else if (strcmp(argv[i], "--poll-ms") == 0 && next)
+            poll_ms = atof(argv[++i]);
+        else if (strcmp(argv[i], "--samples") == 0 && next)
+            samples_path = argv[++i];
         else if (strcmp(argv[i], "--follow") == 0)
             follow = 1;
         else
             usage();
     }
-    if ((rate > 0) == (concurrency > 0) || duration <= 0 || in_flight == NULL)
+    if ((rate > 0) == (concurrency > 0) || duration <= 0 || retry_window_ms < 0 || poll_ms <= 0 ||
+        in_flight == NULL)
         usage();
+    if (samples_path) {
+        samples_file = fopen(samples_path, "w");
+        if (samples_file == NULL) {
+            perror(samples_path);
+            return 1;
+        }
+        fprintf(samples_file, "due_ms,outcome,paid,retries,checkout_ms,decided_ms,total_ms\n");
+    }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     multi = curl_multi_init();
     curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, 2000L);
-    begin = now_ms();
+    begin = run_begin = now_ms();
     end = begin + duration * 1000.0;
     next_start = begin;
     for (;;) {
@@ -339,9 +398,8 @@ int main(int argc, char **argv)
             next_start += 1000.0 / (rate > 0 ? rate : 1);
         }
         for (size_t i = 0; i < count; i++) {
-            if (in_flight[i]->step == STEP_FOLLOW && in_flight[i]->next_poll > 0 &&
-                in_flight[i]->next_poll <= now) {
-                in_flight[i]->next_poll = 0;
+            if (in_flight[i]->next_send > 0 && in_flight[i]->next_send <= now) {
+                in_flight[i]->next_send = 0;
                 send_step(multi, in_flight[i], now);
             }
         }
@@ -376,6 +434,8 @@ int main(int argc, char **argv)
         report(stdout, json, seconds, mode, rate > 0 ? rate : (double)concurrency);
         if (json)
             fclose(json);
+        if (samples_file)
+            fclose(samples_file);
     }
     curl_multi_cleanup(multi);
     curl_global_cleanup();
