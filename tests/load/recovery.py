@@ -39,16 +39,18 @@ LOCAL = os.path.join(ROOT, ".local")
 
 
 def script(name, *args):
-    return subprocess.run(["bash", os.path.join(ROOT, "scripts", name), *args], check=True,
-                          capture_output=True, text=True, timeout=180).stdout
+    done = subprocess.run(["bash", os.path.join(ROOT, "scripts", name), *args],
+                          capture_output=True, text=True, timeout=180)
+    if done.returncode != 0:
+        sys.exit(f"recovery: scripts/{name} {' '.join(args)} failed:\n{done.stderr}")
+    return done.stdout
 
 
 def service_pid(name):
     try:
-        pid = int(script("services.sh", "ctl", "pid", name).strip() or 0)
-    except (subprocess.CalledProcessError, ValueError):
+        return int(script("services.sh", "ctl", "pid", name).strip() or 0)
+    except ValueError:
         return 0
-    return pid
 
 
 def ready(name):
@@ -69,10 +71,12 @@ def wait_for(condition, timeout, what):
 
 
 def gone(pid):
-    """True once pid has exited (a zombie counts: it no longer runs)."""
+    """True once pid has exited with all its threads (a zombie counts: its
+    sockets are closed once its last thread is gone)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(") ", 1)[1].startswith("Z")
+            zombie = f.read().rsplit(") ", 1)[1].startswith("Z")
+        return zombie and len(os.listdir(f"/proc/{pid}/task")) <= 1
     except OSError:
         return True
 
@@ -124,12 +128,16 @@ def one_run(target, args):
             [LOADGEN, "--url", URL, "--rate", str(args.rate), "--duration", str(args.duration),
              "--follow", "--poll-ms", "1000", "--retry", "120", "--samples", samples_path,
              "--json", json_path], stdout=subprocess.DEVNULL)
-        began = time.monotonic()
-        time.sleep(args.kill_at)
-        killed_at_ms = (time.monotonic() - began) * 1000.0
-        back_s = crash(target) if target != "none" else 0.0
-        if loadgen.wait(timeout=args.duration + 300) != 0:
-            sys.exit("recovery: loadgen failed")
+        try:
+            began = time.monotonic()
+            time.sleep(args.kill_at)
+            killed_at_ms = (time.monotonic() - began) * 1000.0
+            back_s = crash(target) if target != "none" else 0.0
+            if loadgen.wait(timeout=args.duration + 300) != 0:
+                sys.exit("recovery: loadgen failed")
+        finally:
+            if loadgen.poll() is None:
+                loadgen.kill()
         with open(json_path) as f:
             result = json.load(f)
         with open(samples_path) as f:
