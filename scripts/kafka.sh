@@ -152,6 +152,11 @@ default.replication.factor=1
 auto.create.topics.enable=true
 group.initial.rebalance.delay.ms=0
 group.min.session.timeout.ms=1000
+# After a crash, the restarted node (broker and controller in one) cannot
+# register again until the controller has timed out its previous
+# incarnation's session (9 s by default); keep that short on one node.
+broker.heartbeat.interval.ms=500
+broker.session.timeout.ms=3000
 offsets.topic.replication.factor=1
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
