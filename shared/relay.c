@@ -24,6 +24,7 @@
 #include "outbox.h"
 
 #define RELAY_DEFAULT_LOCK_KEY 0x6f7574626f78LL /* "outbox" */
+#define RELAY_MAX_TOPICS       16
 
 /* Delivery state of one row of the current batch. */
 enum slot_state { SLOT_PENDING = 0, SLOT_ACKED = 1, SLOT_FAILED = -1 };
@@ -41,6 +42,8 @@ struct relay {
     char *delete_ids; /* "{1,2,...}" buffer for the delete */
     size_t delete_cap;
     struct metric *m_published, *m_failed, *m_active, *m_batch_ms, *m_notified;
+    rd_kafka_topic_t *known[RELAY_MAX_TOPICS]; /* cfg.topics, kept for their metadata */
+    int known_count;
 };
 
 static void relay_delivered(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
@@ -277,11 +280,37 @@ static int relay_publish_batch(struct relay *relay)
     return rows;
 }
 
+/*
+ * Fetches the metadata of cfg.topics, so that the first message to each goes
+ * out at once. Best effort: a broker that does not answer in time only costs
+ * the first messages their second.
+ */
+static void relay_learn_topics(struct relay *relay)
+{
+    for (const char *const *t = relay->cfg.topics; t && *t; t++) {
+        char wire[256];
+        const struct rd_kafka_metadata *metadata = NULL;
+        rd_kafka_topic_t *rkt;
+
+        if (relay->known_count == RELAY_MAX_TOPICS)
+            break;
+        kafka_wire_topic(wire, sizeof(wire), relay->cfg.kafka.topic_prefix, *t, NULL);
+        rkt = rd_kafka_topic_new(relay->producer, wire, NULL);
+        if (rkt == NULL)
+            continue;
+        relay->known[relay->known_count++] = rkt;
+        if (rd_kafka_metadata(relay->producer, 0, rkt, &metadata, 2000) ==
+            RD_KAFKA_RESP_ERR_NO_ERROR)
+            rd_kafka_metadata_destroy(metadata);
+    }
+}
+
 static void *relay_main(void *arg)
 {
     struct relay *relay = arg;
     struct backoff retry;
 
+    relay_learn_topics(relay);
     backoff_init(&retry, 100, 5000, 0);
     while (!atomic_load(&relay->stop)) {
         if (db_is_broken(relay->conn)) {
@@ -425,6 +454,8 @@ void relay_stop(struct relay *relay)
     /* Undelivered messages stay in the outbox and are published later. */
     rd_kafka_purge(relay->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     rd_kafka_flush(relay->producer, 1000);
+    for (int i = 0; i < relay->known_count; i++)
+        rd_kafka_topic_destroy(relay->known[i]);
     rd_kafka_destroy(relay->producer);
     PQfinish(relay->conn);
     close(relay->wake_pipe[0]);

@@ -25,6 +25,11 @@ struct relay_config {
     long poll_interval_ms; /* fallback poll when no NOTIFY arrives; default 500 */
     long standby_check_ms; /* how often a standby tries the lock; default 1000 */
     long long lock_key;    /* advisory lock key; 0 picks the project default */
+    /* Logical topics this relay will publish to (NULL-terminated, may be
+     * NULL): their metadata is fetched when the relay starts, since
+     * librdkafka holds the first message to a topic it has no metadata for
+     * about a second, which a restarted service would add to every hop. */
+    const char *const *topics;
 };
 
 struct relay; /* opaque */

@@ -317,7 +317,8 @@ struct service *service_start(const struct service_spec *spec,
     struct relay_config relay_cfg = {.db_url = settings->database_url,
                                      .name = spec->name,
                                      .kafka = kafka,
-                                     .batch_size = settings->relay_batch};
+                                     .batch_size = settings->relay_batch,
+                                     .topics = spec->produce_topics};
     svc->relay = relay_start(&relay_cfg, err, sizeof(err));
     if (svc->relay == NULL) {
         log_error("msg=\"relay failed to start\" error=\"%s\"", err);
