@@ -113,6 +113,9 @@ fi
 # consume first, checkout next, the public api last.
 declare -A PRIORITY=([inventory]=100 [payment]=100 [dispatch]=100 [checkout]=200 [api]=300)
 
+# Kafka allows letters, digits, '.', '_' and '-' in a group.instance.id.
+INSTANCE_HOST="$(hostname | tr -c 'A-Za-z0-9._\n-' '_')"
+
 program_section() { # NAME
   local s="$1" k
   local -A env=()
@@ -121,6 +124,12 @@ program_section() { # NAME
   env[KAFKA_BROKERS]="$KAFKA_BROKERS"
   env[ADMIN_PORT]="${ADMIN_PORTS[$s]}"
   env[LOG_LEVEL]="$LOG_LEVEL"
+  # Static group membership: a service the supervisor restarts after a crash
+  # takes its partitions back at once, with no rebalance and no wait for its
+  # old session to time out. One process per service here, so the name is
+  # unique (the host and port tell apart two copies sharing a broker).
+  keys+=(KAFKA_INSTANCE_ID)
+  env[KAFKA_INSTANCE_ID]="$s.$INSTANCE_HOST.${ADMIN_PORTS[$s]}"
   if [ "$s" = api ]; then
     keys+=(HTTP_PORT)
     env[HTTP_PORT]="$API_HTTP_PORT"
