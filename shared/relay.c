@@ -311,7 +311,7 @@ static void *relay_main(void *arg)
     struct backoff retry;
 
     relay_learn_topics(relay);
-    backoff_init(&retry, 100, 5000, 0);
+    backoff_init(&retry, 100, 1000, 0); /* capped like the consumer's */
     while (!atomic_load(&relay->stop)) {
         if (db_is_broken(relay->conn)) {
             if (relay->conn)

@@ -40,7 +40,7 @@ static void *ticker_main(void *arg)
     struct backoff retry;
     char err[512];
 
-    backoff_init(&retry, 100, 5000, 0);
+    backoff_init(&retry, 100, 1000, 0); /* capped like the consumer's */
     while (!atomic_load(&ticker->stop)) {
         int done;
 
