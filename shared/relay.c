@@ -282,8 +282,9 @@ static int relay_publish_batch(struct relay *relay)
 
 /*
  * Fetches the metadata of cfg.topics, so that the first message to each goes
- * out at once. Best effort: a broker that does not answer in time only costs
- * the first messages their second.
+ * out at once. Best effort: a broker that does not answer within 2 s ends it
+ * (the relay must not wait longer to start), which only costs the first
+ * messages their second.
  */
 static void relay_learn_topics(struct relay *relay)
 {
@@ -299,9 +300,10 @@ static void relay_learn_topics(struct relay *relay)
         if (rkt == NULL)
             continue;
         relay->known[relay->known_count++] = rkt;
-        if (rd_kafka_metadata(relay->producer, 0, rkt, &metadata, 2000) ==
+        if (rd_kafka_metadata(relay->producer, 0, rkt, &metadata, 2000) !=
             RD_KAFKA_RESP_ERR_NO_ERROR)
-            rd_kafka_metadata_destroy(metadata);
+            break;
+        rd_kafka_metadata_destroy(metadata);
     }
 }
 

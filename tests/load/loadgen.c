@@ -45,8 +45,8 @@ struct purchase {
     int paid;
     double scheduled; /* when the purchase was due to start (ms) */
     double step_started;
-    double next_send;            /* when to send the step again (a poll or a retry); 0 if not due */
-    double checkout_ms, paid_ms; /* latencies so far, for --samples */
+    double next_send; /* when to send the step again (a poll or a retry); 0 if not due */
+    double checkout_ms, decided_ms; /* latencies so far, for --samples */
     int retries;
     char key[64];
     char payment_id[64];
@@ -194,7 +194,7 @@ static void write_sample(const struct purchase *p, const char *outcome, double n
 {
     if (samples_file)
         fprintf(samples_file, "%.1f,%s,%d,%d,%.1f,%.1f,%.1f\n", p->scheduled - run_begin, outcome,
-                p->paid, p->retries, p->checkout_ms, p->paid_ms, now - p->scheduled);
+                p->paid, p->retries, p->checkout_ms, p->decided_ms, now - p->scheduled);
 }
 
 /*
@@ -239,9 +239,9 @@ static int on_done(CURLM *multi, struct purchase *p, CURLcode result, double now
     if (p->step == STEP_WEBHOOK) {
         record(S_WEBHOOK, now - p->step_started);
         /* The webhook answers once the order is decided: PAID for a success. */
-        p->paid_ms = now - p->scheduled;
+        p->decided_ms = now - p->scheduled;
         if (p->paid)
-            record(S_TO_PAID, p->paid_ms);
+            record(S_TO_PAID, p->decided_ms);
         snprintf(p->order_id, sizeof(p->order_id), "%.31s", p->body);
         if (!follow || !p->paid) {
             record(S_PURCHASE, now - p->scheduled);
