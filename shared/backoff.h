@@ -13,6 +13,11 @@
 #include <stdint.h>
 #include <time.h>
 
+/* Cap for retrying a lost database or broker: an attempt a second is no load,
+ * and a peer back from an outage is noticed within a second (BENCHMARKS.md,
+ * "Recovery"). */
+#define BACKOFF_RECONNECT_MAX_MS 1000
+
 struct backoff {
     long base_ms;
     long max_ms;

@@ -562,10 +562,8 @@ struct consumer *consumer_start(const struct consumer_config *cfg, char *err, si
         consumer->cfg.retry_base_ms = 50;
     if (consumer->cfg.batch_max <= 0 || consumer->cfg.batch_max > CONSUMER_BATCH_MAX)
         consumer->cfg.batch_max = CONSUMER_BATCH_MAX;
-    /* Short enough that a database back from an outage is noticed within a
-     * second (BENCHMARKS.md, "Recovery"); an attempt a second is no load. */
     if (consumer->cfg.retry_max_ms <= 0)
-        consumer->cfg.retry_max_ms = 1000;
+        consumer->cfg.retry_max_ms = BACKOFF_RECONNECT_MAX_MS;
     backoff_init(&consumer->retry, consumer->cfg.retry_base_ms, consumer->cfg.retry_max_ms, 0);
     consumer->rk = kafka_consumer_new(&consumer->cfg.kafka, consumer->cfg.topics, err, errlen);
     if (consumer->rk == NULL) {

@@ -74,7 +74,7 @@ struct consumer_config {
     int max_attempts;            /* failures before the dead-letter topic; default 5 */
     int batch_max;               /* messages per transaction; default and cap CONSUMER_BATCH_MAX */
     long retry_base_ms;          /* backoff start; default 50 */
-    long retry_max_ms;           /* backoff cap; default 1000 */
+    long retry_max_ms;           /* backoff cap; default BACKOFF_RECONNECT_MAX_MS */
     consumer_handler_fn handler;
     void *handler_arg;
     /* Message types the handler acts on (NULL-terminated), or NULL for all.

@@ -313,7 +313,7 @@ static void *relay_main(void *arg)
     struct backoff retry;
 
     relay_learn_topics(relay);
-    backoff_init(&retry, 100, 1000, 0); /* capped like the consumer's */
+    backoff_init(&retry, 100, BACKOFF_RECONNECT_MAX_MS, 0);
     while (!atomic_load(&relay->stop)) {
         if (db_is_broken(relay->conn)) {
             if (relay->conn)

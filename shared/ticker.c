@@ -40,7 +40,7 @@ static void *ticker_main(void *arg)
     struct backoff retry;
     char err[512];
 
-    backoff_init(&retry, 100, 1000, 0); /* capped like the consumer's */
+    backoff_init(&retry, 100, BACKOFF_RECONNECT_MAX_MS, 0);
     while (!atomic_load(&ticker->stop)) {
         int done;
 

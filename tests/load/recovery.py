@@ -32,8 +32,8 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ladder import LOADGEN, ROOT, URL, bring_up  # noqa: E402
+from sample import SERVICES  # noqa: E402
 
-SERVICES = ["api", "checkout", "inventory", "payment", "dispatch"]
 ADMIN_PORTS = {s: 9100 + i for i, s in enumerate(SERVICES)}
 LOCAL = os.path.join(ROOT, ".local")
 
@@ -195,7 +195,7 @@ def main():
     parser.add_argument("--rate", type=float, default=25)
     parser.add_argument("--duration", type=float, default=40)
     parser.add_argument("--kill-at", type=float, default=15)
-    parser.add_argument("--targets", default=",".join(SERVICES + ["postgres", "kafka"]))
+    parser.add_argument("--targets", default=",".join([*SERVICES, "postgres", "kafka"]))
     parser.add_argument("--no-up", action="store_true")
     parser.add_argument("--json")
     args = parser.parse_args()
