@@ -456,8 +456,9 @@ out:
  * Messages on the partitions assigned to this consumer past the group's
  * committed offsets (from the low watermark where nothing is committed): the
  * lag an operator sees with `scripts/kafka.sh lag`. The ends come from the
- * fetcher's cache, so only the committed offsets ask the broker. Returns -1
- * when it does not answer.
+ * fetcher's cache, so usually only the committed offsets ask the broker; a
+ * partition not fetched from yet asks it for its ends too. Returns -1 when
+ * the broker does not answer.
  */
 static long long assigned_lag(struct consumer *consumer)
 {
@@ -473,10 +474,14 @@ static long long assigned_lag(struct consumer *consumer)
         const rd_kafka_topic_partition_t *p = &parts->elems[i];
         int64_t low, high, from;
 
-        if (rd_kafka_get_watermark_offsets(consumer->rk, p->topic, p->partition, &low, &high) !=
-                RD_KAFKA_RESP_ERR_NO_ERROR ||
-            high < 0)
-            continue; /* not fetched yet: unknown, counted as none */
+        if ((rd_kafka_get_watermark_offsets(consumer->rk, p->topic, p->partition, &low, &high) !=
+                 RD_KAFKA_RESP_ERR_NO_ERROR ||
+             high < 0) &&
+            rd_kafka_query_watermark_offsets(consumer->rk, p->topic, p->partition, &low, &high,
+                                             LAG_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            lag = -1; /* not fetched yet and the broker does not answer */
+            break;
+        }
         from = p->offset >= 0 ? p->offset : low;
         if (high > from)
             lag += high - from;
