@@ -4,7 +4,8 @@ system up locally (scripts/up.sh, with a large restock level so the store does
 not sell out mid-run), then for each arrival rate runs build/tests/loadgen in
 open loop while tests/load/sample.py samples CPU and resident memory of every
 service, the broker and PostgreSQL. Prints a table (text and Markdown) and
-writes every figure as JSON.
+writes every figure as JSON. It first times a fixed loop of Python, so ladders
+from different days (or hosts) can be told apart by the speed of the host.
 
     python3 tests/load/ladder.py [--rates 50,100,250,500] [--duration 60]
         [--warmup 5] [--all] [--closed N] [--json FILE] [--no-up]
@@ -18,6 +19,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -45,6 +47,22 @@ def run_loadgen(args_list, json_path):
                    stdout=subprocess.DEVNULL)
     with open(json_path) as f:
         return json.load(f)
+
+
+def host_loop_seconds():
+    """CPU seconds of a fixed loop, best of three. The same code saturated at
+    106-145/s on one day and 171-185/s on another on this kind of virtual
+    machine (BENCHMARKS.md), so a ladder is only compared with another that
+    has this figure beside it."""
+    best = None
+    for _ in range(3):
+        start = time.process_time()
+        total = 0
+        for i in range(10_000_000):
+            total += i
+        used = time.process_time() - start
+        best = used if best is None else min(best, used)
+    return best
 
 
 def one_run(mode_args, duration):
@@ -103,6 +121,9 @@ def main():
     args = parser.parse_args()
     if not os.path.exists(LOADGEN):
         sys.exit(f"{LOADGEN} missing: run make first")
+    host_loop = host_loop_seconds()
+    print(f"host: a fixed loop took {host_loop:.2f} s of CPU (best of 3; lower is a faster host)",
+          flush=True)
     if not args.no_up:
         bring_up()
     if args.warmup:
@@ -111,6 +132,7 @@ def main():
     results = []
     for rate in [float(r) for r in args.rates.split(",") if r]:
         result = one_run(["--rate", f"{rate:g}"], args.duration)
+        result["host_loop_cpu_s"] = host_loop
         results.append(result)
         print("  ".join(row(result)), flush=True)
         if not sustained(result, rate) and not args.all:
@@ -121,6 +143,7 @@ def main():
         # it can take (its saturation throughput).
         result = one_run(["--concurrency", str(args.closed)], args.duration)
         result["target"] = f"closed x{args.closed}"
+        result["host_loop_cpu_s"] = host_loop
         results.append(result)
         print("  ".join(row(result)), flush=True)
     print()
