@@ -13,7 +13,7 @@ for PostgreSQL and Kafka groups read PSS, since RSS counts shared memory once
 per process. CPU and RSS come from /proc/PID/stat at every sample; PSS only
 at every tenth and the last, since the kernel walks every mapped page to add
 it up (about 250 ms of CPU for one pass over PostgreSQL's and the broker's
-processes here, which read every second took a tenth of a core from the
+processes here, which read every second took 11-23 % of a core from the
 system being measured).
 """
 import argparse
