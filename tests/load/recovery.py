@@ -96,11 +96,12 @@ def crash(target):
         wait_for(lambda: gone(old), 60, f"{target} gone")
         wait_for(lambda: ready(target), 120, f"{target} back")
     elif target == "postgres":
-        # SIGQUIT to the postmaster is pg_ctl's immediate shutdown.
+        pid_file = os.path.join(LOCAL, "pg", "data", "postmaster.pid")
+        pid = read_pid(pid_file)
         began = time.monotonic()
-        os.kill(read_pid(os.path.join(LOCAL, "pg", "data", "postmaster.pid")), signal.SIGQUIT)
-        wait_for(lambda: not os.path.exists(os.path.join(LOCAL, "pg", "data", "postmaster.pid")),
-                 60, "postgres gone")
+        # SIGQUIT to the postmaster is pg_ctl's immediate shutdown.
+        os.kill(pid, signal.SIGQUIT)
+        wait_for(lambda: not os.path.exists(pid_file), 60, "postgres gone")
         script("pg.sh", "start")
     elif target == "kafka":
         pid = read_pid(os.path.join(LOCAL, "kafka", "kafka.pid"))
