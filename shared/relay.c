@@ -69,8 +69,19 @@ static double now_ms(void)
     return (double)now.tv_sec * 1000.0 + (double)now.tv_nsec / 1e6;
 }
 
-/* Waits until the database socket is readable (a NOTIFY), the stop pipe is
- * written, or timeout_ms passes. */
+/* Reads the wake pipe empty: the wake-ups it holds are being acted on. */
+static void relay_drain_wake_pipe(struct relay *relay)
+{
+    char buf[64];
+
+    while (read(relay->wake_pipe[0], buf, sizeof(buf)) > 0)
+        ;
+}
+
+/* Waits until the database socket is readable (a NOTIFY), the wake pipe is
+ * written (a writer in this process, or relay_stop()), or timeout_ms passes.
+ * A wake-up is consumed by the wait it ends: left in the pipe, it would end
+ * every later wait at once, and a relay retrying its connection would spin. */
 static void relay_wait(struct relay *relay, long timeout_ms)
 {
     struct pollfd fds[2] = {{.fd = relay->wake_pipe[0], .events = POLLIN}, {.fd = -1}};
@@ -90,18 +101,21 @@ static void relay_wait(struct relay *relay, long timeout_ms)
         fds[1].events = POLLIN;
         nfds = 2;
     }
-    if (poll(fds, (nfds_t)nfds, (int)timeout_ms) < 0 && errno != EINTR)
-        log_warn("msg=\"relay poll failed\" errno=%d", errno);
+    if (poll(fds, (nfds_t)nfds, (int)timeout_ms) < 0) {
+        if (errno != EINTR)
+            log_warn("msg=\"relay poll failed\" errno=%d", errno);
+        return;
+    }
+    if (fds[0].revents & POLLIN)
+        relay_drain_wake_pipe(relay);
 }
 
 /* Reads pending notifications so they do not wake us again. */
 static void relay_drain_notifies(struct relay *relay)
 {
     PGnotify *notify;
-    char buf[64];
 
-    while (read(relay->wake_pipe[0], buf, sizeof(buf)) > 0)
-        ;
+    relay_drain_wake_pipe(relay);
     if (PQconsumeInput(relay->conn) == 0)
         return;
     while ((notify = PQnotifies(relay->conn)) != NULL) {
