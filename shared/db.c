@@ -249,7 +249,7 @@ static int pipeline_sync(PGconn *conn, struct conn_state *state, PGresult **last
         *last = NULL;
     if (PQpipelineSync(conn) != 1)
         failed = 1;
-    for (int k = 0; k < count && !db_is_broken(conn); k++) {
+    for (int k = 0; k < count && PQstatus(conn) != CONNECTION_BAD; k++) {
         ExecStatusType status;
 
         res = PQgetResult(conn);
@@ -278,7 +278,7 @@ static int pipeline_sync(PGconn *conn, struct conn_state *state, PGresult **last
         while ((res = PQgetResult(conn)) != NULL) /* each request ends with a NULL */
             PQclear(res);
     }
-    if (!db_is_broken(conn)) {
+    if (PQstatus(conn) != CONNECTION_BAD) {
         res = PQgetResult(conn);
         if (res == NULL || PQresultStatus(res) != PGRES_PIPELINE_SYNC)
             failed = 1;
@@ -638,7 +638,15 @@ int db_is_broken(PGconn *conn)
     if (conn == NULL || PQstatus(conn) == CONNECTION_BAD)
         return 1;
     cs = PQinstanceData(conn, db_event);
-    return cs != NULL && cs->read_only;
+    if (cs == NULL)
+        return 0;
+    /* Between calls, this file leaves pipeline mode unless statements are
+     * queued. Still in it with none queued, libpq could not leave it (a
+     * session ended by the server can do that while the socket looks open):
+     * every later call would fail, so the connection must be replaced. */
+    if (PQpipelineStatus(conn) != PQ_PIPELINE_OFF && cs->pending_count == 0)
+        return 1;
+    return cs->read_only;
 }
 
 int db_last_failure_transient(PGconn *conn)

@@ -105,9 +105,10 @@ int db_last_failure_transient(PGconn *conn);
  */
 int db_sqlstate_transient(const char *sqlstate);
 
-/* Returns 1 if conn is NULL, its connection is gone, or a write on it was
- * refused as read-only (SQLSTATE 25006: a failover left it on a standby);
- * either way the caller replaces it. */
+/* Returns 1 if conn is NULL, its connection is gone, libpq is stuck in
+ * pipeline mode (it could not leave it after a failure), or a write on it
+ * was refused as read-only (SQLSTATE 25006: a failover left it on a
+ * standby); in every case the caller replaces it. */
 int db_is_broken(PGconn *conn);
 
 /* Returns the SQLSTATE of the last failure on this thread ("" if none). */

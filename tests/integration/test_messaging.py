@@ -46,13 +46,15 @@ def test_committed_outbox_row_is_handled_exactly_once_and_rolled_back_one_never_
 def test_queued_statements_fail_their_transaction_and_leave_the_connection_usable(bed):
     """db.c sends BEGIN and db_exec_later() statements with the next statement
     that needs a result, or with the COMMIT; a failure among them must fail
-    that call and roll the whole transaction back, as if run one by one."""
+    that call and roll the whole transaction back, as if run one by one. A
+    session the server ended, or a pipeline libpq could not leave, must make
+    the connection read as broken, so that its owner replaces it."""
     out = subprocess.run([MSGTEST_PATH, "pipeline"], env=bed.env(), capture_output=True,
                          timeout=60)
     lines = out.stdout.decode().splitlines()
     assert out.returncode == 0 and all(line.startswith("ok ") for line in lines), \
         out.stdout.decode() + out.stderr.decode()[-2000:]
-    assert len(lines) == 14
+    assert len(lines) == 18
 
 
 def test_message_delivered_twice_or_replayed_from_offset_zero_has_one_effect(bed):

@@ -507,6 +507,30 @@ static int check(const char *name, int ok)
     return ok ? 0 : 1;
 }
 
+/* Ends victim's server session from conn, as a fast shutdown or
+ * pg_terminate_backend() would, and waits until it is gone. */
+static int terminate_session(PGconn *conn, PGconn *victim)
+{
+    char pid[16];
+    const char *params[] = {pid};
+
+    snprintf(pid, sizeof(pid), "%d", PQbackendPID(victim));
+    if (db_exec(conn, "terminate", "SELECT pg_terminate_backend($1::int)", 1, params) != 0)
+        return -1;
+    for (int i = 0; i < 100; i++) {
+        PGresult *res =
+            db_query(conn, "session gone",
+                     "SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int", 1, params);
+        int gone = res != NULL && strcmp(PQgetvalue(res, 0, 0), "0") == 0;
+
+        PQclear(res);
+        if (gone)
+            return 0;
+        backoff_sleep_ms(50);
+    }
+    return -1;
+}
+
 static int cmd_pipeline(void)
 {
     PGconn *conn = connect_retrying();
@@ -589,6 +613,47 @@ static int cmd_pipeline(void)
         pipeline_insert_later(conn, id);
     }
     failures += check("long_pipeline", db_commit(conn) == 0 && pipeline_rows(conn) == 403);
+
+    /* A session the server ended while the connection was idle fails the
+     * next transaction, whether it ends in a COMMIT or in a read, and the
+     * connection then reads as broken, so that its owner replaces it. */
+    for (int ends_in_read = 0; ends_in_read <= 1; ends_in_read++) {
+        PGconn *victim = connect_retrying();
+        int failed;
+
+        if (terminate_session(conn, victim) != 0) {
+            failures += check("session_terminated", 0);
+            PQfinish(victim);
+            continue;
+        }
+        db_begin(victim);
+        pipeline_insert_later(victim, "8");
+        if (ends_in_read) {
+            failed = pipeline_rows(victim) == -1;
+            db_rollback(victim);
+        } else {
+            failed = db_commit(victim) != 0;
+        }
+        failures += check(ends_in_read ? "ended_session_fails_read_and_is_broken"
+                                       : "ended_session_fails_commit_and_is_broken",
+                          failed && db_last_failure_transient(victim) && db_is_broken(victim));
+        PQfinish(victim);
+    }
+    failures += check("nothing_of_ended_sessions_committed", pipeline_rows(conn) == 403);
+
+    /* A connection libpq is left in pipeline mode on, with results it cannot
+     * hand over (as after a session ended mid-pipeline), reads as broken
+     * instead of failing every call that follows. */
+    {
+        PGconn *stuck = connect_retrying();
+
+        failures +=
+            check("stuck_pipeline_is_broken",
+                  !db_is_broken(stuck) && PQenterPipelineMode(stuck) == 1 &&
+                      PQsendQueryParams(stuck, "SELECT 1", 0, NULL, NULL, NULL, NULL, 0) == 1 &&
+                      db_is_broken(stuck));
+        PQfinish(stuck);
+    }
     PQfinish(conn);
     return failures == 0 ? 0 : 1;
 }
