@@ -16,7 +16,7 @@
 #   createdb N   role N + database N owned by it; adds N_DATABASE_URL to secrets.env
 #   dropdb N     drop database N (WITH (FORCE)) and role N; removes its URL
 #   psql ARGS    superuser psql over the private unix socket (database postgres)
-# Environment: PGPORT_LOCAL (55432)
+# Environment: PGPORT_LOCAL (15432)
 # As root, the PostgreSQL binaries run as the `postgres` OS user (initdb refuses root).
 set -euo pipefail
 
@@ -30,7 +30,17 @@ RUN_DIR="$PG_DIR/run"
 LOG_FILE="$PG_DIR/pg.log"
 SECRETS="$LOCAL_DIR/secrets.env"
 LOCK_FILE="$LOCAL_DIR/.pg.lock"
-PORT="${PGPORT_LOCAL:-55432}"
+# Below Linux's ephemeral range (32768-60999), which busy clients on the same
+# host draw their own ports from: a client that happens to hold the server's
+# port (even in TIME_WAIT) makes its restart fail with "Address already in
+# use". A server already running keeps the port it was started on.
+if [ -n "${PGPORT_LOCAL:-}" ]; then
+  PORT="$PGPORT_LOCAL"
+elif [ -r "$DATA_DIR/postmaster.pid" ]; then
+  PORT="$(sed -n 4p "$DATA_DIR/postmaster.pid")"
+else
+  PORT=15432
+fi
 SUPERUSER=postgres
 
 [[ "$PORT" =~ ^[0-9]+$ ]] || die "PGPORT_LOCAL must be a port number, got '$PORT'"

@@ -17,4 +17,4 @@ bash "$REPO_ROOT/scripts/pg.sh" start
 bash "$REPO_ROOT/scripts/kafka.sh" start
 bash "$REPO_ROOT/scripts/pg.sh" wait "${INFRA_WAIT_SECONDS:-60}"
 bash "$REPO_ROOT/scripts/kafka.sh" wait "${INFRA_WAIT_SECONDS:-60}"
-say "infrastructure up: PostgreSQL 127.0.0.1:${PGPORT_LOCAL:-55432}, Kafka 127.0.0.1:${KAFKA_PORT:-9092}; database URLs in .local/secrets.env"
+say "infrastructure up: $(bash "$REPO_ROOT/scripts/pg.sh" status), kafka at 127.0.0.1:${KAFKA_PORT:-9092}; database URLs in .local/secrets.env"

@@ -62,7 +62,7 @@ for s in "${services[@]}"; do
   bash scripts/pg.sh createdb "${tag}_$s" >/dev/null
   for kind in DATABASE_URL OWNER_DATABASE_URL; do
     url=$(grep -E "^${tag^^}_${s^^}_$kind=" .local/secrets.env | tail -n1 | cut -d= -f2-)
-    url=$(sed -E 's#@[^@/]*:55432/#@127.0.0.1:55432/#' <<<"$url")
+    url=$(sed -E 's#@[^@/]*:([0-9]+)/#@127.0.0.1:\1/#' <<<"$url")
     echo "${s^^}_$kind=$url" >>"$envfile"
   done
 done
