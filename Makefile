@@ -69,6 +69,12 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(SHARED_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) $< -o $@ $(LDFLAGS) $(SHARED_LIB) $(LDLIBS) $(CHECK_LIBS)
 
+# The api's parked requests are tested with the api's own waiters.c.
+$(BUILD)/tests/test_waiters: tests/unit/test_waiters.c $(BUILD)/obj/services/api/waiters.o $(SHARED_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) $< $(BUILD)/obj/services/api/waiters.o -o $@ $(LDFLAGS) \
+		$(SHARED_LIB) $(LDLIBS) $(CHECK_LIBS)
+
 $(BUILD)/tests/%: tests/tools/%.c $(SHARED_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< -o $@ $(LDFLAGS) $(SHARED_LIB) $(LDLIBS)

@@ -1,5 +1,8 @@
 /*
- * http.c - routing and response plumbing over libmicrohttpd.
+ * http.c - routing and response plumbing over libmicrohttpd: a small pool
+ * of polling threads serves every connection, and a checkout, webhook or
+ * restock waiting for its answer suspends its connection instead of holding
+ * a thread.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "http.h"
@@ -25,7 +28,19 @@ struct http_server {
 struct request_state {
     size_t body_len;
     int too_large;
+    int parked; /* call is parked: resume it when called again */
+    struct store_call call;
 };
+
+static void suspend_connection(void *connection)
+{
+    MHD_suspend_connection(connection);
+}
+
+static void resume_connection(void *connection)
+{
+    MHD_resume_connection(connection);
+}
 
 static enum MHD_Result respond(struct MHD_Connection *connection, int status,
                                const char *content_type, const char *body, size_t len,
@@ -78,9 +93,19 @@ static int split_path(const char *rest, char segments[][160], int n)
     return count;
 }
 
-static enum MHD_Result route(struct http_server *server, struct MHD_Connection *connection,
-                             const char *method, const char *url)
+/* Queues reply (its body, when there is one, passes to libmicrohttpd). */
+static enum MHD_Result respond_reply(struct MHD_Connection *connection, struct store_reply *reply)
 {
+    if (reply->body == NULL)
+        return respond_text(connection, 500, "out of memory\n", NULL);
+    return respond(connection, reply->status, reply->content_type, reply->body, strlen(reply->body),
+                   MHD_RESPMEM_MUST_FREE, NULL);
+}
+
+static enum MHD_Result route(struct http_server *server, struct MHD_Connection *connection,
+                             struct request_state *state, const char *method, const char *url)
+{
+    enum store_step step = STORE_REPLIED;
     int is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     int is_post = strcmp(method, "POST") == 0;
     struct store_reply reply = {0};
@@ -138,7 +163,7 @@ static enum MHD_Result route(struct http_server *server, struct MHD_Connection *
     } else if (strcmp(url, "/restock") == 0) {
         if (!is_post)
             return respond_text(connection, 405, "Method not allowed\n", "POST");
-        store_restock(server->store, &reply);
+        step = store_restock(server->store, &state->call, &reply);
     } else if (strncmp(url, "/order/", 7) == 0) {
         if (split_path(url + 7, segments, 1) != 1)
             return respond_text(connection, 400, "Invalid order ID: expected a positive integer\n",
@@ -151,7 +176,7 @@ static enum MHD_Result route(struct http_server *server, struct MHD_Connection *
             return respond_text(connection, 400, "Invalid idempotency key\n", NULL);
         if (!is_post)
             return respond_text(connection, 405, "Method not allowed\n", "POST");
-        store_checkout(server->store, segments[0], &reply);
+        step = store_checkout(server->store, &state->call, segments[0], &reply);
     } else if (strncmp(url, "/payment_webhook/", 17) == 0) {
         n = split_path(url + 17, segments, 2);
         if (n != 2)
@@ -159,14 +184,15 @@ static enum MHD_Result route(struct http_server *server, struct MHD_Connection *
                                 "Not found: use /payment_webhook/{payment_id}/{status}\n", NULL);
         if (!is_post)
             return respond_text(connection, 405, "Method not allowed\n", "POST");
-        store_webhook(server->store, segments[0], segments[1], &reply);
+        step = store_webhook(server->store, &state->call, segments[0], segments[1], &reply);
     } else {
         return respond_text(connection, 404, "Not found\n", NULL);
     }
-    if (reply.body == NULL)
-        return respond_text(connection, 500, "out of memory\n", NULL);
-    return respond(connection, reply.status, reply.content_type, reply.body, strlen(reply.body),
-                   MHD_RESPMEM_MUST_FREE, NULL);
+    if (step == STORE_PARKED) {
+        state->parked = 1; /* suspended; called again once resumed */
+        return MHD_YES;
+    }
+    return respond_reply(connection, &reply);
 }
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *connection, const char *url,
@@ -182,8 +208,19 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *connection, cons
         state = calloc(1, sizeof(*state));
         if (state == NULL)
             return MHD_NO;
+        state->call.suspend = suspend_connection;
+        state->call.resume = resume_connection;
+        state->call.arg = connection;
         *con_cls = state;
         return MHD_YES;
+    }
+    if (state->parked) {
+        struct store_reply reply = {0};
+
+        if (store_resume(server->store, &state->call, &reply) == STORE_PARKED)
+            return MHD_YES;
+        state->parked = 0;
+        return respond_reply(connection, &reply);
     }
     if (*upload_data_size != 0) {
         state->body_len += *upload_data_size;
@@ -197,21 +234,25 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *connection, cons
         return respond_text(connection, 413, "Request body too large\n", NULL);
     if (strlen(url) > 512)
         return respond_text(connection, 414, "URI too long\n", NULL);
-    return route(server, connection, method, url);
+    return route(server, connection, state, method, url);
 }
 
 static void request_done(void *cls, struct MHD_Connection *connection, void **con_cls,
                          enum MHD_RequestTerminationCode code)
 {
-    (void)cls;
+    struct http_server *server = cls;
+    struct request_state *state = *con_cls;
+
     (void)connection;
     (void)code;
-    free(*con_cls);
+    if (state != NULL && state->parked)
+        store_abandon(server->store, &state->call);
+    free(state);
     *con_cls = NULL;
 }
 
-struct http_server *http_start(int port, struct store *store, struct service *svc, const char *page,
-                               size_t page_len, char *err, size_t errlen)
+struct http_server *http_start(int port, int threads, struct store *store, struct service *svc,
+                               const char *page, size_t page_len, char *err, size_t errlen)
 {
     struct http_server *server = calloc(1, sizeof(*server));
 
@@ -230,11 +271,13 @@ struct http_server *http_start(int port, struct store *store, struct service *sv
      * (measured: the api's heap held 24 MB for good after a retry storm
      * with 32 KiB, 3.6 MB with 64 KiB). */
     server->daemon = MHD_start_daemon(
-        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
-        (uint16_t)port, NULL, NULL, handle, server, MHD_OPTION_NOTIFY_COMPLETED, request_done, NULL,
-        MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024), MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned int)1000, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_END);
+        MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME |
+            MHD_USE_ERROR_LOG,
+        (uint16_t)port, NULL, NULL, handle, server, MHD_OPTION_NOTIFY_COMPLETED, request_done,
+        server, MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)threads, MHD_OPTION_THREAD_STACK_SIZE,
+        (size_t)(256 * 1024), MHD_OPTION_CONNECTION_LIMIT, (unsigned int)1000,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)(64 * 1024), MHD_OPTION_END);
     if (server->daemon == NULL) {
         snprintf(err, errlen, "cannot listen on HTTP port %d", port);
         free(server);
@@ -247,6 +290,9 @@ void http_stop(struct http_server *server)
 {
     if (server == NULL)
         return;
+    /* libmicrohttpd must not stop with a connection suspended: every
+     * parked call is resumed first, and answers 504 (retry). */
+    waiters_close(server->store->waiters);
     MHD_stop_daemon(server->daemon);
     free(server);
 }

@@ -17,14 +17,16 @@
 struct http_server; /* opaque */
 
 /*
- * Starts the server on port with one thread per connection (the checkout and
- * webhook calls block while they wait). page is served at "/" and must
- * outlive the server. Returns NULL with a reason in err.
+ * Starts the server on port with a pool of threads polling the connections
+ * (a call waiting for its answer suspends its connection and holds none;
+ * the database statements themselves run on these threads). page is served
+ * at "/" and must outlive the server. Returns NULL with a reason in err.
  */
-struct http_server *http_start(int port, struct store *store, struct service *svc, const char *page,
-                               size_t page_len, char *err, size_t errlen);
+struct http_server *http_start(int port, int threads, struct store *store, struct service *svc,
+                               const char *page, size_t page_len, char *err, size_t errlen);
 
-/* Stops the server and frees it. Accepts NULL. */
+/* Resumes every waiting call (each answers 504: retry), then stops the server
+ * and frees it. Accepts NULL. */
 void http_stop(struct http_server *server);
 
 #endif

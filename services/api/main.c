@@ -41,7 +41,7 @@ int main(int argc, char **argv)
                                           TOPIC_PAYMENT_COMMANDS, NULL};
     static struct service_settings settings;
     static char page_path[512];
-    static long http_port, pool_size;
+    static long http_port, http_threads, pool_size;
     static struct store store;
     static const struct config_entry extra[] = {
         {"HTTP_PORT", CONFIG_INT, &http_port, 0, "8080", 1, 65535, "web page and REST API port"},
@@ -55,7 +55,10 @@ int main(int argc, char **argv)
          "POST /restock sets the inventory to this (the DBOS store: 100)"},
         {"API_MAX_PENDING", CONFIG_INT, &store.max_pending, 0, "64", 1, 100000,
          "checkout, webhook and restock calls waiting at once; more get 503 + Retry-After"},
-        {"API_DB_POOL", CONFIG_INT, &pool_size, 0, "32", 1, 500, "database connections"},
+        {"API_HTTP_THREADS", CONFIG_INT, &http_threads, 0, "4", 1, 64,
+         "threads serving HTTP connections (waiting calls hold none)"},
+        {"API_DB_POOL", CONFIG_INT, &pool_size, 0, "8", 1, 500,
+         "database connections (each HTTP thread uses at most one)"},
     };
     const struct service_spec spec = {.name = "api",
                                       .default_admin_port = 9100,
@@ -82,7 +85,8 @@ int main(int argc, char **argv)
     if (store.waiters == NULL)
         return 1;
     svc = service_start(&spec, &settings);
-    http = http_start((int)http_port, &store, svc, page, page_len, err, sizeof(err));
+    http = http_start((int)http_port, (int)http_threads, &store, svc, page, page_len, err,
+                      sizeof(err));
     if (http == NULL) {
         log_error("msg=\"http server failed\" error=\"%s\"", err);
         return 1;

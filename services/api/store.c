@@ -248,105 +248,6 @@ void store_order(struct store *store, const char *id_text, struct store_reply *r
     free(json);
 }
 
-/*
- * Waits, under the deadline, until check(store, value) says done, for a
- * waiter the caller registered before the first look at the row (before
- * sending its command when check_now is 0), so no change can go unnoticed.
- * A value is what sql (with its parameters) reads, or the answer a
- * notification carried; sql is run first only if check_now, and again
- * whenever a wake-up brought no answer of its own (the fallback interval,
- * several changes at once). Returns the final value (malloc'd, may
- * be NULL) and sets *outcome to 1 (done), 0 (deadline) or -1 (database
- * failure throughout).
- */
-static char *wait_for(struct store *store, struct waiter *waiter, int check_now, const char *sql,
-                      int nparams, const char *const *params,
-                      int (*check)(const struct store *store, const char *value), int *outcome)
-{
-    double deadline = now_ms() + (double)store->wait_ms;
-    int failures_only = 1, read_row = check_now, rc = 0;
-    char answer[WAITER_ANSWER_MAX];
-    char *value = NULL;
-
-    for (;;) {
-        double left;
-
-        if (read_row) {
-            rc = query_value(store, "wait", sql, nparams, params, &value);
-            if (rc >= 0)
-                failures_only = 0;
-        }
-        if (rc > 0 && check(store, value)) {
-            *outcome = 1;
-            break;
-        }
-        left = deadline - now_ms();
-        if (left <= 0) {
-            *outcome = failures_only ? -1 : 0;
-            break;
-        }
-        free(value);
-        value = NULL;
-        read_row = !waiter_wait(
-            store->waiters, waiter,
-            (long)(left < (double)store->recheck_ms ? left + 1 : (double)store->recheck_ms), answer,
-            sizeof(answer));
-        if (!read_row) {
-            value = strdup(answer);
-            rc = value != NULL;
-        }
-    }
-    return value;
-}
-
-static int found(const struct store *store, const char *value)
-{
-    (void)store;
-    return value != NULL;
-}
-
-static void restock_admitted(struct store *store, struct store_reply *reply)
-{
-    cJSON *payload;
-    char level[24], *before = NULL, *value;
-    struct waiter waiter;
-    int outcome, rc;
-
-    /* The restock is confirmed when the read model shows more stock ever
-     * restocked than now, or the level already reached (a restock to a level
-     * already there changes nothing). Concurrent purchases may take the level
-     * down again before anyone looks, so the level alone cannot confirm it. */
-    rc = query_value(store, "restocked before",
-                     "SELECT restocked::text FROM products WHERE product_id = 1", 0, NULL, &before);
-    if (rc < 0) {
-        reply_text(reply, 503, "Database unavailable, restock not sent\n");
-        return;
-    }
-    payload = cJSON_CreateObject();
-    cJSON_AddNumberToObject(payload, "product_id", WIDGET_PRODUCT_ID);
-    cJSON_AddNumberToObject(payload, "inventory", (double)store->restock_level);
-    if (send_command(store, NULL, NULL, TOPIC_INVENTORY_COMMANDS, "product-1", MSG_RESTOCK,
-                     payload) < 0) {
-        free(before);
-        reply_text(reply, 503, "Database unavailable, restock not sent\n");
-        return;
-    }
-    snprintf(level, sizeof(level), "%ld", store->restock_level);
-    const char *params[] = {before ? before : "-1", level};
-    waiter_register(store->waiters, &waiter, "product:1");
-    value = wait_for(store, &waiter, 1,
-                     "SELECT 1 FROM products WHERE product_id = 1 "
-                     "AND (restocked > $1::bigint OR inventory >= $2::int)",
-                     2, params, found, &outcome);
-    waiter_unregister(store->waiters, &waiter);
-    free(before);
-    free(value);
-    if (outcome == 1)
-        reply_json(reply, "{\"message\":\"Restocked successfully\"}");
-    else
-        reply_text(reply, 504, "Restock sent but not confirmed yet\n");
-}
-
 /* Where field n of an order answer (ORDER_ANSWER_SQL: 0 payment id,
  * 1 status, 2 order id, 3 reason, which runs to the end) starts; each but
  * the reason ends at the next '|'. NULL when the answer has no such field. */
@@ -383,31 +284,182 @@ static void reply_answer_field(struct store_reply *reply, const char *answer, in
     reply_text(reply, 200, text);
 }
 
-/* Checkout is answered by a payment id, or a cancellation without one (out
- * of stock). */
-static int checkout_decided(const struct store *store, const char *value)
+/* What a parked call waits for. */
+enum call_kind { CALL_RESTOCK, CALL_CHECKOUT, CALL_WEBHOOK };
+
+/* The read-model row each kind checks, with the call's params. The restock
+ * is confirmed when the read model shows more stock ever restocked than
+ * before it was sent, or the level already reached (a restock to a level
+ * already there changes nothing). Concurrent purchases may take the level
+ * down again before anyone looks, so the level alone cannot confirm it. */
+static const char *const call_sql[] = {
+    [CALL_RESTOCK] = "SELECT 1 FROM products WHERE product_id = 1 "
+                     "AND (restocked > $1::bigint OR inventory >= $2::int)",
+    [CALL_CHECKOUT] = "SELECT " ORDER_ANSWER_SQL " FROM orders WHERE idempotency_key = $1",
+    [CALL_WEBHOOK] = "SELECT " ORDER_ANSWER_SQL " FROM orders WHERE payment_id = $1",
+};
+static const int call_nparams[] = {[CALL_RESTOCK] = 2, [CALL_CHECKOUT] = 1, [CALL_WEBHOOK] = 1};
+
+/* Whether value (what call_sql read, or a notification's answer) answers
+ * the call: a checkout by a payment id, or a cancellation without one (out of
+ * stock); a webhook by any decided order; a restock by its row. */
+static int call_decided(int kind, const char *value)
 {
     long long status;
 
-    (void)store;
-    return answer_status(value, &status) && (value[0] != '|' || status == ORDER_CANCELLED);
+    if (kind == CALL_RESTOCK)
+        return 1;
+    if (!answer_status(value, &status))
+        return 0;
+    if (kind == CALL_CHECKOUT)
+        return value[0] != '|' || status == ORDER_CANCELLED;
+    return status != ORDER_PENDING;
 }
 
-static void checkout_admitted(struct store *store, const char *key, struct store_reply *reply)
+/* The reply to a call: value is the deciding answer, or NULL when the
+ * deadline passed (or the server is stopping) first. */
+static void call_reply(int kind, const char *value, struct store_reply *reply)
+{
+    const char *reason;
+    char message[256];
+
+    switch (kind) {
+    case CALL_RESTOCK:
+        if (value != NULL)
+            reply_json(reply, "{\"message\":\"Restocked successfully\"}");
+        else
+            reply_text(reply, 504, "Restock sent but not confirmed yet\n");
+        break;
+    case CALL_CHECKOUT:
+        if (value == NULL) {
+            reply_text(reply, 504, "Checkout still in progress; retry with the same key\n");
+        } else if (value[0] != '|') {
+            reply_answer_field(reply, value, 0);
+        } else {
+            reason = answer_field(value, 3);
+            snprintf(message, sizeof(message), "Checkout failed: %s\n",
+                     reason && reason[0] ? reason : "order cancelled");
+            reply_text(reply, 409, message);
+        }
+        break;
+    default:
+        if (value != NULL)
+            reply_answer_field(reply, value, 2);
+        else
+            reply_text(reply, 504, "Payment recorded; order not decided yet\n");
+        break;
+    }
+}
+
+/*
+ * Runs a call's wait until it parks or is answered. The call's waiter was
+ * registered before the first look at the row (before its command was sent
+ * when check_first is 0), so no change can go unnoticed. Each round checks a
+ * value: after a wake-up (woken) the notification's answer, or when it
+ * brought none (the re-check interval, several changes at once) the row read
+ * again; before the first park, the row only if check_first. Undecided
+ * before the deadline, the call parks until the next notification or
+ * re-check. Once answered it is over: its waiter is removed and its
+ * admission given back.
+ */
+static enum store_step advance(struct store *store, struct store_call *call, int woken,
+                               struct store_reply *reply)
+{
+    const char *params[] = {call->params[0], call->params[1]};
+    char answer[WAITER_ANSWER_MAX];
+    char *value = NULL;
+
+    for (;;) {
+        double left;
+        int parked;
+
+        if (woken && waiter_take(store->waiters, &call->waiter, answer, sizeof(answer)))
+            value = strdup(answer);
+        else if (woken || call->check_first)
+            query_value(store, "wait", call_sql[call->kind], call_nparams[call->kind], params,
+                        &value);
+        if (value != NULL && call_decided(call->kind, value))
+            break;
+        free(value);
+        value = NULL;
+        left = call->deadline_ms - now_ms();
+        if (left <= 0)
+            break;
+        parked = waiter_park(
+            store->waiters, &call->waiter,
+            (long)(left < (double)store->recheck_ms ? left + 1 : (double)store->recheck_ms),
+            call->suspend, call->resume, call->arg);
+        if (parked > 0)
+            return STORE_PARKED;
+        if (parked < 0)
+            break; /* the server is stopping */
+        woken = 1;
+    }
+    waiter_unregister(store->waiters, &call->waiter);
+    call_reply(call->kind, value, reply);
+    free(value);
+    leave(store);
+    return STORE_REPLIED;
+}
+
+/* Starts waiting for a call whose waiter is registered and command sent. */
+static enum store_step start_wait(struct store *store, struct store_call *call, int kind,
+                                  int check_first, struct store_reply *reply)
+{
+    call->kind = kind;
+    call->check_first = check_first;
+    call->deadline_ms = now_ms() + (double)store->wait_ms;
+    return advance(store, call, 0, reply);
+}
+
+enum store_step store_restock(struct store *store, struct store_call *call,
+                              struct store_reply *reply)
+{
+    cJSON *payload;
+    char *before = NULL;
+    int rc;
+
+    if (!enter(store, reply))
+        return STORE_REPLIED;
+    rc = query_value(store, "restocked before",
+                     "SELECT restocked::text FROM products WHERE product_id = 1", 0, NULL, &before);
+    if (rc < 0)
+        goto unavailable;
+    payload = cJSON_CreateObject();
+    cJSON_AddNumberToObject(payload, "product_id", WIDGET_PRODUCT_ID);
+    cJSON_AddNumberToObject(payload, "inventory", (double)store->restock_level);
+    if (send_command(store, NULL, NULL, TOPIC_INVENTORY_COMMANDS, "product-1", MSG_RESTOCK,
+                     payload) < 0)
+        goto unavailable;
+    snprintf(call->params[0], sizeof(call->params[0]), "%s", before ? before : "-1");
+    snprintf(call->params[1], sizeof(call->params[1]), "%ld", store->restock_level);
+    free(before);
+    waiter_register(store->waiters, &call->waiter, "product:1");
+    return start_wait(store, call, CALL_RESTOCK, 1, reply);
+unavailable:
+    free(before);
+    leave(store);
+    reply_text(reply, 503, "Database unavailable, restock not sent\n");
+    return STORE_REPLIED;
+}
+
+enum store_step store_checkout(struct store *store, struct store_call *call, const char *key,
+                               struct store_reply *reply)
 {
     char wait_key[WAITER_KEY_MAX];
-    struct waiter waiter;
     cJSON *payload;
-    int sent, outcome;
-    char *value;
+    int sent;
 
     if (!store_valid_key(key)) {
         reply_text(reply, 400,
                    "Invalid idempotency key: use 1 to 100 characters of A-Z a-z 0-9 - _ . :\n");
-        return;
+        return STORE_REPLIED;
     }
+    if (!enter(store, reply))
+        return STORE_REPLIED;
+    snprintf(call->params[0], sizeof(call->params[0]), "%s", key);
     snprintf(wait_key, sizeof(wait_key), "order:%s", key);
-    waiter_register(store->waiters, &waiter, wait_key);
+    waiter_register(store->waiters, &call->waiter, wait_key);
     payload = cJSON_CreateObject();
     cJSON_AddStringToObject(payload, "idempotency_key", key);
     cJSON_AddNumberToObject(payload, "product_id", WIDGET_PRODUCT_ID);
@@ -417,116 +469,72 @@ static void checkout_admitted(struct store *store, const char *key, struct store
                         "ON CONFLICT DO NOTHING",
                         key, TOPIC_CHECKOUT_COMMANDS, key, MSG_CHECKOUT_REQUESTED, payload);
     if (sent < 0) {
-        waiter_unregister(store->waiters, &waiter);
+        store_abandon(store, call);
         reply_text(reply, 503,
                    "Database unavailable, checkout not started; retry with the same "
                    "key\n");
-        return;
+        return STORE_REPLIED;
     }
     /* A key seen for the first time has no order before its command is
      * handled, so only a repeat looks at the read model before waiting. */
-    value = wait_for(store, &waiter, sent == 0,
-                     "SELECT " ORDER_ANSWER_SQL " FROM orders WHERE idempotency_key = $1", 1, &key,
-                     checkout_decided, &outcome);
-    waiter_unregister(store->waiters, &waiter);
-    if (outcome == 1 && value[0] != '|') {
-        reply_answer_field(reply, value, 0);
-    } else if (outcome == 1) {
-        const char *reason = answer_field(value, 3);
-        char message[256];
-
-        snprintf(message, sizeof(message), "Checkout failed: %s\n",
-                 reason && reason[0] ? reason : "order cancelled");
-        reply_text(reply, 409, message);
-    } else {
-        reply_text(reply, 504, "Checkout still in progress; retry with the same key\n");
-    }
-    free(value);
+    return start_wait(store, call, CALL_CHECKOUT, sent == 0, reply);
 }
 
-static int order_decided(const struct store *store, const char *value)
-{
-    long long status;
-
-    (void)store;
-    return answer_status(value, &status) && status != ORDER_PENDING;
-}
-
-static void webhook_admitted(struct store *store, const char *payment_id, const char *status,
-                             struct store_reply *reply)
+enum store_step store_webhook(struct store *store, struct store_call *call, const char *payment_id,
+                              const char *status, struct store_reply *reply)
 {
     const char *params[] = {payment_id};
     char wait_key[WAITER_KEY_MAX];
-    struct waiter waiter;
-    char *key = NULL, *value;
+    char *key = NULL;
     cJSON *payload;
-    int rc, outcome;
+    int rc;
 
     if (!envelope_is_uuid(payment_id)) {
         reply_text(reply, 400, "Invalid payment ID: expected a UUID\n");
-        return;
+        return STORE_REPLIED;
     }
     if (!store_valid_status(status)) {
         reply_text(reply, 400, "Invalid payment status: use paid, or failed\n");
-        return;
+        return STORE_REPLIED;
     }
+    if (!enter(store, reply))
+        return STORE_REPLIED;
     rc = query_value(store, "payment lookup",
                      "SELECT idempotency_key FROM orders WHERE payment_id = $1", 1, params, &key);
-    if (rc < 0) {
-        reply_text(reply, 503, "Database unavailable, try again\n");
-        return;
-    }
-    if (rc == 0 || key == NULL) {
+    if (rc < 0 || rc == 0 || key == NULL) {
         free(key);
-        reply_text(reply, 404, "Unknown payment ID\n");
-        return;
+        leave(store);
+        if (rc < 0)
+            reply_text(reply, 503, "Database unavailable, try again\n");
+        else
+            reply_text(reply, 404, "Unknown payment ID\n");
+        return STORE_REPLIED;
     }
+    snprintf(call->params[0], sizeof(call->params[0]), "%s", payment_id);
     snprintf(wait_key, sizeof(wait_key), "order:%s", key);
-    waiter_register(store->waiters, &waiter, wait_key);
+    waiter_register(store->waiters, &call->waiter, wait_key);
     payload = cJSON_CreateObject();
     cJSON_AddStringToObject(payload, "payment_id", payment_id);
     cJSON_AddStringToObject(payload, "status", strcmp(status, "paid") == 0 ? "paid" : "failed");
     rc = send_command(store, NULL, NULL, TOPIC_PAYMENT_COMMANDS, key, MSG_PROVIDER_RESULT, payload);
     free(key);
     if (rc < 0) {
-        waiter_unregister(store->waiters, &waiter);
+        store_abandon(store, call);
         reply_text(reply, 503, "Database unavailable, payment result not recorded\n");
-        return;
+        return STORE_REPLIED;
     }
     /* The order may be decided already (a repeated webhook). */
-    value =
-        wait_for(store, &waiter, 1, "SELECT " ORDER_ANSWER_SQL " FROM orders WHERE payment_id = $1",
-                 1, &payment_id, order_decided, &outcome);
-    waiter_unregister(store->waiters, &waiter);
-    if (outcome == 1) {
-        reply_answer_field(reply, value, 2);
-    } else {
-        reply_text(reply, 504, "Payment recorded; order not decided yet\n");
-    }
-    free(value);
+    return start_wait(store, call, CALL_WEBHOOK, 1, reply);
 }
 
-void store_restock(struct store *store, struct store_reply *reply)
+enum store_step store_resume(struct store *store, struct store_call *call,
+                             struct store_reply *reply)
 {
-    if (!enter(store, reply))
-        return;
-    restock_admitted(store, reply);
-    leave(store);
+    return advance(store, call, 1, reply);
 }
 
-void store_checkout(struct store *store, const char *key, struct store_reply *reply)
+void store_abandon(struct store *store, struct store_call *call)
 {
-    if (!enter(store, reply))
-        return;
-    checkout_admitted(store, key, reply);
-    leave(store);
-}
-
-void store_webhook(struct store *store, const char *payment_id, const char *status,
-                   struct store_reply *reply)
-{
-    if (!enter(store, reply))
-        return;
-    webhook_admitted(store, payment_id, status, reply);
+    waiter_unregister(store->waiters, &call->waiter);
     leave(store);
 }

@@ -1,8 +1,9 @@
 /*
  * store.h - the DBOS widget-store REST endpoints, answered from the read
  * model; checkout, webhook and restock send a command through the outbox and
- * then wait, under a deadline, for the read model to show the answer (which
- * any replica's consumer may have written), woken by its notifications.
+ * then wait, under a deadline and without holding a thread, for the read
+ * model to show the answer (which any replica's consumer may have written),
+ * resumed by its notifications.
  */
 #ifndef API_STORE_H
 #define API_STORE_H
@@ -29,13 +30,44 @@ struct store_reply {
     char *body; /* malloc'd; owned by the caller after the call */
 };
 
+/*
+ * A checkout, webhook or restock call: it sends its command, then waits for
+ * the read model to show the answer without holding a thread. The HTTP
+ * layer sets suspend, resume and arg (its connection) before the call;
+ * waiter_park (waiters.h) calls them when the call parks and when it should
+ * go on. The rest is the store's.
+ */
+struct store_call {
+    void (*suspend)(void *arg), (*resume)(void *arg);
+    void *arg;
+    int kind;           /* what is being waited for */
+    int check_first;    /* read the row before the first park */
+    double deadline_ms; /* monotonic: answer 504 after this */
+    char params[2][WAITER_KEY_MAX];
+    struct waiter waiter;
+};
+
+/* What became of a call: answered (the reply is written and the call is
+ * over), or parked (suspend was called; once resume is, call store_resume). */
+enum store_step { STORE_REPLIED, STORE_PARKED };
+
 void store_product(struct store *store, struct store_reply *reply);
 void store_orders(struct store *store, struct store_reply *reply);
 void store_order(struct store *store, const char *id_text, struct store_reply *reply);
-void store_restock(struct store *store, struct store_reply *reply);
-void store_checkout(struct store *store, const char *key, struct store_reply *reply);
-void store_webhook(struct store *store, const char *payment_id, const char *status,
-                   struct store_reply *reply);
+enum store_step store_restock(struct store *store, struct store_call *call,
+                              struct store_reply *reply);
+enum store_step store_checkout(struct store *store, struct store_call *call, const char *key,
+                               struct store_reply *reply);
+enum store_step store_webhook(struct store *store, struct store_call *call, const char *payment_id,
+                              const char *status, struct store_reply *reply);
+
+/* Goes on with a parked call after its resume was called. */
+enum store_step store_resume(struct store *store, struct store_call *call,
+                             struct store_reply *reply);
+
+/* Ends a parked call whose request went away without its answer (its
+ * connection closed after resume, before store_resume). */
+void store_abandon(struct store *store, struct store_call *call);
 
 /* Input checks, exposed for unit tests. Return 1 when acceptable. */
 int store_valid_key(const char *key);
