@@ -7,7 +7,9 @@
 #define _POSIX_C_SOURCE 200809L
 #include "http.h"
 
+#include <malloc.h>
 #include <microhttpd.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +24,15 @@ struct http_server {
     const char *page;
     size_t page_len;
     struct metric *m_requests, *m_client_errors, *m_server_errors, *m_latency;
+    atomic_int open_connections, open_peak; /* the peak since the heap was trimmed */
 };
+
+/* Each connection's buffer (CONNECTION_BUFFER) comes from the heap, which
+ * keeps what a burst of connections freed unless told to give it back. Once
+ * at least TRIM_AFTER_PEAK were open and three quarters of them closed, the
+ * closing thread returns the heap's free pages (malloc_trim). */
+#define CONNECTION_BUFFER (16 * 1024)
+#define TRIM_AFTER_PEAK   64
 
 /* Per-request state kept by libmicrohttpd between calls. */
 struct request_state {
@@ -251,6 +261,28 @@ static void request_done(void *cls, struct MHD_Connection *connection, void **co
     *con_cls = NULL;
 }
 
+static void connection_event(void *cls, struct MHD_Connection *connection, void **socket_context,
+                             enum MHD_ConnectionNotificationCode code)
+{
+    struct http_server *server = cls;
+    int open, peak;
+
+    (void)connection;
+    (void)socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        open = atomic_fetch_add(&server->open_connections, 1) + 1;
+        peak = atomic_load(&server->open_peak);
+        while (open > peak && !atomic_compare_exchange_weak(&server->open_peak, &peak, open))
+            ;
+        return;
+    }
+    open = atomic_fetch_sub(&server->open_connections, 1) - 1;
+    peak = atomic_load(&server->open_peak);
+    if (peak >= TRIM_AFTER_PEAK && open <= peak / 4 &&
+        atomic_compare_exchange_strong(&server->open_peak, &peak, open))
+        malloc_trim(0);
+}
+
 struct http_server *http_start(int port, int threads, struct store *store, struct service *svc,
                                const char *page, size_t page_len, char *err, size_t errlen)
 {
@@ -265,19 +297,20 @@ struct http_server *http_start(int port, int threads, struct store *store, struc
     server->page = page;
     server->page_len = page_len;
     server->m_requests = metrics_counter("http_requests_total", NULL, "HTTP requests answered");
-    /* Above 32 KiB, libmicrohttpd maps each connection's buffer on its own,
-     * and unmaps it when the connection closes; at or below, it takes it
-     * from the heap, which a burst of connections leaves fragmented
-     * (measured: the api's heap held 24 MB for good after a retry storm
-     * with 32 KiB, 3.6 MB with 64 KiB). */
+    /* A connection costs its buffer and nothing else (no thread): at most
+     * 1000 connections, 16 MB. libmicrohttpd zeroes the whole buffer after
+     * each request, so a bigger one would be resident in full (64 KiB: the
+     * api at 64 MB with 760 connections open in a retry storm). 16 KiB holds
+     * request headers up to about 14 kB; larger ones get 431. */
     server->daemon = MHD_start_daemon(
         MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME |
             MHD_USE_ERROR_LOG,
         (uint16_t)port, NULL, NULL, handle, server, MHD_OPTION_NOTIFY_COMPLETED, request_done,
-        server, MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)threads, MHD_OPTION_THREAD_STACK_SIZE,
-        (size_t)(256 * 1024), MHD_OPTION_CONNECTION_LIMIT, (unsigned int)1000,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)(64 * 1024), MHD_OPTION_END);
+        server, MHD_OPTION_NOTIFY_CONNECTION, connection_event, server, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned int)threads, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024),
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)1000, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned int)120, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_BUFFER,
+        MHD_OPTION_END);
     if (server->daemon == NULL) {
         snprintf(err, errlen, "cannot listen on HTTP port %d", port);
         free(server);
