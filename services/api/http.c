@@ -1,14 +1,17 @@
 /*
- * http.c - routing and response plumbing over libmicrohttpd: a small pool
- * of polling threads serves every connection, and a checkout, webhook or
- * restock waiting for its answer suspends its connection instead of holding
- * a thread.
+ * http.c - routing and response plumbing over libmicrohttpd. A small pool of
+ * polling threads serves every connection and never waits on the database: a
+ * request that needs it suspends its connection and is queued for a pool of
+ * database workers, which resume the connection once its reply is written.
+ * A checkout, webhook or restock waiting for its answer holds neither kind
+ * of thread: its waiter queues it again when it should go on.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "http.h"
 
 #include <malloc.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +28,14 @@ struct http_server {
     size_t page_len;
     struct metric *m_requests, *m_client_errors, *m_server_errors, *m_latency;
     atomic_int open_connections, open_peak; /* the peak since the heap was trimmed */
+    /* Requests waiting for a database worker, oldest first. Once closed,
+     * new requests are refused (503) and the workers exit when it is empty. */
+    pthread_mutex_t jobs_lock;
+    pthread_cond_t jobs_ready;
+    struct request_state *jobs_head, *jobs_tail;
+    int jobs_closed;
+    pthread_t *workers;
+    int worker_count;
 };
 
 /* Each connection's buffer (CONNECTION_BUFFER) comes from the heap, which
@@ -34,22 +45,139 @@ struct http_server {
 #define CONNECTION_BUFFER (16 * 1024)
 #define TRIM_AFTER_PEAK   64
 
-/* Per-request state kept by libmicrohttpd between calls. */
+/* What a database worker does for a request. */
+enum db_job {
+    JOB_PRODUCT,
+    JOB_ORDERS,
+    JOB_ORDER,
+    JOB_RESTOCK,
+    JOB_CHECKOUT,
+    JOB_WEBHOOK,
+    JOB_RESUME
+};
+
+/* Per-request state kept by libmicrohttpd between calls. While its job is
+ * queued or running, or its call parked, the connection is suspended, and
+ * only the thread running it touches the state. */
 struct request_state {
     size_t body_len;
     int too_large;
-    int parked; /* call is parked: resume it when called again */
+    struct http_server *server;
+    struct MHD_Connection *connection;
+    enum db_job job;
+    char args[2][160];
+    struct request_state *next_job;
+    int has_reply; /* a worker wrote reply: send it when called again */
+    int parked;    /* the call parked: go on with it when called again */
+    struct store_reply reply;
     struct store_call call;
 };
 
-static void suspend_connection(void *connection)
+static void append_job_locked(struct http_server *server, struct request_state *state)
 {
-    MHD_suspend_connection(connection);
+    state->next_job = NULL;
+    if (server->jobs_tail)
+        server->jobs_tail->next_job = state;
+    else
+        server->jobs_head = state;
+    server->jobs_tail = state;
+    pthread_cond_signal(&server->jobs_ready);
 }
 
-static void resume_connection(void *connection)
+/* Suspends the request's connection and queues it for a database worker.
+ * Returns 0 when the server is stopping (nothing queued). */
+static int queue_job(struct request_state *state, enum db_job job)
 {
-    MHD_resume_connection(connection);
+    struct http_server *server = state->server;
+    int queued = 0;
+
+    pthread_mutex_lock(&server->jobs_lock);
+    if (!server->jobs_closed) {
+        state->job = job;
+        MHD_suspend_connection(state->connection);
+        append_job_locked(server, state);
+        queued = 1;
+    }
+    pthread_mutex_unlock(&server->jobs_lock);
+    return queued;
+}
+
+/* A call's callbacks (store_call), called under the waiters' lock: when it
+ * parks, before any resume; and to resume it, from the listener. The
+ * polling thread that is called again then goes on with it. A call parking
+ * in a worker has had its connection suspended since queue_job. */
+static void park_in_worker(void *arg)
+{
+    ((struct request_state *)arg)->parked = 1;
+}
+
+static void park_and_suspend(void *arg)
+{
+    struct request_state *state = arg;
+
+    state->parked = 1;
+    MHD_suspend_connection(state->connection);
+}
+
+static void resume_parked(void *arg)
+{
+    MHD_resume_connection(((struct request_state *)arg)->connection);
+}
+
+static enum store_step run_job(struct store *store, struct request_state *state,
+                               struct store_reply *reply)
+{
+    switch (state->job) {
+    case JOB_PRODUCT:
+        store_product(store, reply);
+        return STORE_REPLIED;
+    case JOB_ORDERS:
+        store_orders(store, reply);
+        return STORE_REPLIED;
+    case JOB_ORDER:
+        store_order(store, state->args[0], reply);
+        return STORE_REPLIED;
+    case JOB_RESTOCK:
+        return store_restock(store, &state->call, reply);
+    case JOB_CHECKOUT:
+        return store_checkout(store, &state->call, state->args[0], reply);
+    case JOB_WEBHOOK:
+        return store_webhook(store, &state->call, state->args[0], state->args[1], reply);
+    default:
+        return store_resume(store, &state->call, 1, reply);
+    }
+}
+
+/* A database worker: runs queued requests until the queue is closed and
+ * empty. A request answered gets its connection resumed; a parked one is
+ * left alone, since its waiter may resume it at any moment. */
+static void *db_worker(void *arg)
+{
+    struct http_server *server = arg;
+
+    for (;;) {
+        struct store_reply reply = {0};
+        struct request_state *state;
+
+        pthread_mutex_lock(&server->jobs_lock);
+        while (server->jobs_head == NULL && !server->jobs_closed)
+            pthread_cond_wait(&server->jobs_ready, &server->jobs_lock);
+        state = server->jobs_head;
+        if (state != NULL) {
+            server->jobs_head = state->next_job;
+            if (server->jobs_head == NULL)
+                server->jobs_tail = NULL;
+        }
+        pthread_mutex_unlock(&server->jobs_lock);
+        if (state == NULL)
+            return NULL;
+        state->call.suspend = park_in_worker;
+        if (run_job(server->store, state, &reply) == STORE_PARKED)
+            continue;
+        state->reply = reply;
+        state->has_reply = 1;
+        MHD_resume_connection(state->connection);
+    }
 }
 
 static enum MHD_Result respond(struct MHD_Connection *connection, int status,
@@ -115,12 +243,9 @@ static enum MHD_Result respond_reply(struct MHD_Connection *connection, struct s
 static enum MHD_Result route(struct http_server *server, struct MHD_Connection *connection,
                              struct request_state *state, const char *method, const char *url)
 {
-    enum store_step step = STORE_REPLIED;
     int is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
     int is_post = strcmp(method, "POST") == 0;
-    struct store_reply reply = {0};
-    char segments[3][160];
-    int n;
+    enum db_job job;
 
     if (strcmp(url, "/") == 0) {
         if (!is_get)
@@ -165,44 +290,62 @@ static enum MHD_Result route(struct http_server *server, struct MHD_Connection *
     if (strcmp(url, "/product") == 0) {
         if (!is_get)
             return respond_text(connection, 405, "Method not allowed\n", "GET");
-        store_product(server->store, &reply);
+        job = JOB_PRODUCT;
     } else if (strcmp(url, "/orders") == 0) {
         if (!is_get)
             return respond_text(connection, 405, "Method not allowed\n", "GET");
-        store_orders(server->store, &reply);
+        job = JOB_ORDERS;
     } else if (strcmp(url, "/restock") == 0) {
         if (!is_post)
             return respond_text(connection, 405, "Method not allowed\n", "POST");
-        step = store_restock(server->store, &state->call, &reply);
+        job = JOB_RESTOCK;
     } else if (strncmp(url, "/order/", 7) == 0) {
-        if (split_path(url + 7, segments, 1) != 1)
+        if (split_path(url + 7, state->args, 1) != 1)
             return respond_text(connection, 400, "Invalid order ID: expected a positive integer\n",
                                 NULL);
         if (!is_get)
             return respond_text(connection, 405, "Method not allowed\n", "GET");
-        store_order(server->store, segments[0], &reply);
+        job = JOB_ORDER;
     } else if (strncmp(url, "/checkout/", 10) == 0) {
-        if (split_path(url + 10, segments, 1) != 1)
+        if (split_path(url + 10, state->args, 1) != 1)
             return respond_text(connection, 400, "Invalid idempotency key\n", NULL);
         if (!is_post)
             return respond_text(connection, 405, "Method not allowed\n", "POST");
-        step = store_checkout(server->store, &state->call, segments[0], &reply);
+        job = JOB_CHECKOUT;
     } else if (strncmp(url, "/payment_webhook/", 17) == 0) {
-        n = split_path(url + 17, segments, 2);
-        if (n != 2)
+        if (split_path(url + 17, state->args, 2) != 2)
             return respond_text(connection, 404,
                                 "Not found: use /payment_webhook/{payment_id}/{status}\n", NULL);
         if (!is_post)
             return respond_text(connection, 405, "Method not allowed\n", "POST");
-        step = store_webhook(server->store, &state->call, segments[0], segments[1], &reply);
+        job = JOB_WEBHOOK;
     } else {
         return respond_text(connection, 404, "Not found\n", NULL);
     }
-    if (step == STORE_PARKED) {
-        state->parked = 1; /* suspended; called again once resumed */
+    if (queue_job(state, job))
+        return MHD_YES; /* called again once a worker has written the reply */
+    return respond_text(connection, 503, "Shutting down; retry\n", NULL);
+}
+
+/* Goes on with a parked call that was resumed: here when its notification
+ * carried the answer (the common case), else in a worker, which reads the
+ * row. */
+static enum MHD_Result go_on(struct http_server *server, struct request_state *state)
+{
+    struct store_reply reply = {0};
+    enum store_step step;
+
+    state->parked = 0;
+    state->call.suspend = park_and_suspend;
+    step = store_resume(server->store, &state->call, 0, &reply);
+    if (step == STORE_PARKED)
         return MHD_YES;
-    }
-    return respond_reply(connection, &reply);
+    if (step == STORE_REPLIED)
+        return respond_reply(state->connection, &reply);
+    if (queue_job(state, JOB_RESUME))
+        return MHD_YES;
+    store_abandon(server->store, &state->call);
+    return respond_text(state->connection, 503, "Shutting down; retry\n", NULL);
 }
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *connection, const char *url,
@@ -218,20 +361,19 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *connection, cons
         state = calloc(1, sizeof(*state));
         if (state == NULL)
             return MHD_NO;
-        state->call.suspend = suspend_connection;
-        state->call.resume = resume_connection;
-        state->call.arg = connection;
+        state->server = server;
+        state->connection = connection;
+        state->call.resume = resume_parked;
+        state->call.arg = state;
         *con_cls = state;
         return MHD_YES;
     }
-    if (state->parked) {
-        struct store_reply reply = {0};
-
-        if (store_resume(server->store, &state->call, &reply) == STORE_PARKED)
-            return MHD_YES;
-        state->parked = 0;
-        return respond_reply(connection, &reply);
+    if (state->has_reply) {
+        state->has_reply = 0;
+        return respond_reply(connection, &state->reply);
     }
+    if (state->parked)
+        return go_on(server, state);
     if (*upload_data_size != 0) {
         state->body_len += *upload_data_size;
         if (state->body_len > HTTP_MAX_BODY)
@@ -255,8 +397,13 @@ static void request_done(void *cls, struct MHD_Connection *connection, void **co
 
     (void)connection;
     (void)code;
+    /* A suspended connection is never closed, so no job is queued or
+     * running here; but a call may have been resumed and not gone on, or its
+     * reply not been sent. */
     if (state != NULL && state->parked)
         store_abandon(server->store, &state->call);
+    if (state != NULL && state->has_reply)
+        free(state->reply.body);
     free(state);
     *con_cls = NULL;
 }
@@ -283,13 +430,61 @@ static void connection_event(void *cls, struct MHD_Connection *connection, void 
         malloc_trim(0);
 }
 
-struct http_server *http_start(int port, int threads, struct store *store, struct service *svc,
-                               const char *page, size_t page_len, char *err, size_t errlen)
+/* Closes the job queue, lets the workers finish what is queued, and joins
+ * them. */
+static void stop_workers(struct http_server *server)
+{
+    pthread_mutex_lock(&server->jobs_lock);
+    server->jobs_closed = 1;
+    pthread_cond_broadcast(&server->jobs_ready);
+    pthread_mutex_unlock(&server->jobs_lock);
+    for (int i = 0; i < server->worker_count; i++)
+        pthread_join(server->workers[i], NULL);
+    server->worker_count = 0;
+}
+
+static int start_workers(struct http_server *server, int count)
+{
+    pthread_attr_t attr;
+    int ok = 1;
+
+    server->workers = calloc((size_t)count, sizeof(*server->workers));
+    if (server->workers == NULL || pthread_attr_init(&attr) != 0)
+        return 0;
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    while (ok && server->worker_count < count) {
+        ok = pthread_create(&server->workers[server->worker_count], &attr, db_worker, server) == 0;
+        if (ok)
+            server->worker_count++;
+    }
+    pthread_attr_destroy(&attr);
+    return ok;
+}
+
+static void free_server(struct http_server *server)
+{
+    stop_workers(server);
+    pthread_cond_destroy(&server->jobs_ready);
+    pthread_mutex_destroy(&server->jobs_lock);
+    free(server->workers);
+    free(server);
+}
+
+struct http_server *http_start(int port, int threads, int db_workers, struct store *store,
+                               struct service *svc, const char *page, size_t page_len, char *err,
+                               size_t errlen)
 {
     struct http_server *server = calloc(1, sizeof(*server));
 
     if (server == NULL) {
         snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&server->jobs_lock, NULL);
+    pthread_cond_init(&server->jobs_ready, NULL);
+    if (!start_workers(server, db_workers)) {
+        snprintf(err, errlen, "cannot start the database workers");
+        free_server(server);
         return NULL;
     }
     server->store = store;
@@ -313,7 +508,7 @@ struct http_server *http_start(int port, int threads, struct store *store, struc
         MHD_OPTION_END);
     if (server->daemon == NULL) {
         snprintf(err, errlen, "cannot listen on HTTP port %d", port);
-        free(server);
+        free_server(server);
         return NULL;
     }
     return server;
@@ -324,8 +519,11 @@ void http_stop(struct http_server *server)
     if (server == NULL)
         return;
     /* libmicrohttpd must not stop with a connection suspended: every
-     * parked call is resumed first, and answers 504 (retry). */
+     * parked call is queued again and answers 504 (retry), later parks are
+     * refused, and the workers finish every queued request (new ones get
+     * 503) before the daemon stops. */
     waiters_close(server->store->waiters);
+    stop_workers(server);
     MHD_stop_daemon(server->daemon);
-    free(server);
+    free_server(server);
 }

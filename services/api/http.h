@@ -17,16 +17,19 @@
 struct http_server; /* opaque */
 
 /*
- * Starts the server on port with a pool of threads polling the connections
- * (a call waiting for its answer suspends its connection and holds none;
- * the database statements themselves run on these threads). page is served
- * at "/" and must outlive the server. Returns NULL with a reason in err.
+ * Starts the server on port with threads polling the connections, which
+ * never wait on the database, and db_workers threads running the requests
+ * that need it (each uses at most one of store's pooled connections at a
+ * time). A call waiting for its answer holds no thread at all. page is
+ * served at "/" and must outlive the server. Returns NULL with a reason in
+ * err.
  */
-struct http_server *http_start(int port, int threads, struct store *store, struct service *svc,
-                               const char *page, size_t page_len, char *err, size_t errlen);
+struct http_server *http_start(int port, int threads, int db_workers, struct store *store,
+                               struct service *svc, const char *page, size_t page_len, char *err,
+                               size_t errlen);
 
-/* Resumes every waiting call (each answers 504: retry), then stops the server
- * and frees it. Accepts NULL. */
+/* Answers every waiting call (504: retry) and every queued request, then
+ * stops the server and frees it. Accepts NULL. */
 void http_stop(struct http_server *server);
 
 #endif

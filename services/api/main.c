@@ -56,9 +56,9 @@ int main(int argc, char **argv)
         {"API_MAX_PENDING", CONFIG_INT, &store.max_pending, 0, "64", 1, 100000,
          "checkout, webhook and restock calls waiting at once; more get 503 + Retry-After"},
         {"API_HTTP_THREADS", CONFIG_INT, &http_threads, 0, "4", 1, 64,
-         "threads serving HTTP connections (waiting calls hold none)"},
+         "threads serving HTTP connections (they never wait on the database)"},
         {"API_DB_POOL", CONFIG_INT, &pool_size, 0, "8", 1, 500,
-         "database connections (each HTTP thread uses at most one)"},
+         "database connections, and threads running the requests that use them"},
     };
     const struct service_spec spec = {.name = "api",
                                       .default_admin_port = 9100,
@@ -85,8 +85,8 @@ int main(int argc, char **argv)
     if (store.waiters == NULL)
         return 1;
     svc = service_start(&spec, &settings);
-    http = http_start((int)http_port, (int)http_threads, &store, svc, page, page_len, err,
-                      sizeof(err));
+    http = http_start((int)http_port, (int)http_threads, (int)pool_size, &store, svc, page,
+                      page_len, err, sizeof(err));
     if (http == NULL) {
         log_error("msg=\"http server failed\" error=\"%s\"", err);
         return 1;

@@ -360,10 +360,11 @@ static void call_reply(int kind, const char *value, struct store_reply *reply)
  * again; before the first park, the row only if check_first. Undecided
  * before the deadline, the call parks until the next notification or
  * re-check. Once answered it is over: its waiter is removed and its
- * admission given back.
+ * admission given back. Unless may_query, a round that would read the row
+ * stops before it with STORE_NEEDS_DB.
  */
 static enum store_step advance(struct store *store, struct store_call *call, int woken,
-                               struct store_reply *reply)
+                               int may_query, struct store_reply *reply)
 {
     const char *params[] = {call->params[0], call->params[1]};
     char answer[WAITER_ANSWER_MAX];
@@ -373,11 +374,14 @@ static enum store_step advance(struct store *store, struct store_call *call, int
         double left;
         int parked;
 
-        if (woken && waiter_take(store->waiters, &call->waiter, answer, sizeof(answer)))
+        if (woken && waiter_take(store->waiters, &call->waiter, answer, sizeof(answer))) {
             value = strdup(answer);
-        else if (woken || call->check_first)
+        } else if (woken || call->check_first) {
+            if (!may_query)
+                return STORE_NEEDS_DB; /* the next call reads the row (woken) */
             query_value(store, "wait", call_sql[call->kind], call_nparams[call->kind], params,
                         &value);
+        }
         if (value != NULL && call_decided(call->kind, value))
             break;
         free(value);
@@ -409,7 +413,7 @@ static enum store_step start_wait(struct store *store, struct store_call *call, 
     call->kind = kind;
     call->check_first = check_first;
     call->deadline_ms = now_ms() + (double)store->wait_ms;
-    return advance(store, call, 0, reply);
+    return advance(store, call, 0, 1, reply);
 }
 
 enum store_step store_restock(struct store *store, struct store_call *call,
@@ -527,10 +531,10 @@ enum store_step store_webhook(struct store *store, struct store_call *call, cons
     return start_wait(store, call, CALL_WEBHOOK, 1, reply);
 }
 
-enum store_step store_resume(struct store *store, struct store_call *call,
+enum store_step store_resume(struct store *store, struct store_call *call, int may_query,
                              struct store_reply *reply)
 {
-    return advance(store, call, 1, reply);
+    return advance(store, call, 1, may_query, reply);
 }
 
 void store_abandon(struct store *store, struct store_call *call)

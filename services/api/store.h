@@ -48,8 +48,10 @@ struct store_call {
 };
 
 /* What became of a call: answered (the reply is written and the call is
- * over), or parked (suspend was called; once resume is, call store_resume). */
-enum store_step { STORE_REPLIED, STORE_PARKED };
+ * over); parked (suspend was called; once resume is, call store_resume); or,
+ * from store_resume without may_query, stopped where it must read the
+ * database (call store_resume again, where that may wait). */
+enum store_step { STORE_REPLIED, STORE_PARKED, STORE_NEEDS_DB };
 
 void store_product(struct store *store, struct store_reply *reply);
 void store_orders(struct store *store, struct store_reply *reply);
@@ -61,8 +63,11 @@ enum store_step store_checkout(struct store *store, struct store_call *call, con
 enum store_step store_webhook(struct store *store, struct store_call *call, const char *payment_id,
                               const char *status, struct store_reply *reply);
 
-/* Goes on with a parked call after its resume was called. */
-enum store_step store_resume(struct store *store, struct store_call *call,
+/* Goes on with a parked call after its resume was called. Unless may_query,
+ * it only uses the answer its notification carried, and returns
+ * STORE_NEEDS_DB when it must read the row instead. The other store_
+ * functions may all wait on the database. */
+enum store_step store_resume(struct store *store, struct store_call *call, int may_query,
                              struct store_reply *reply);
 
 /* Ends a parked call whose request went away without its answer (its

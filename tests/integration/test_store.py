@@ -796,3 +796,41 @@ def test_a_parked_saga_ends_cancelled_when_its_confirmation_comes_late(store):
         wait_until(lambda: saga_of(store, key)["state"] == "cancelled", 60,
                    "the late confirmation to close the saga")
         assert saga_of(store, key)["compensation"]["stock_released"] is True
+
+
+def test_a_locked_table_holds_only_the_requests_that_read_it(store):
+    # The api's HTTP threads never wait on the database: requests that need
+    # it queue for a database worker (API_DB_POOL of them). So while a table
+    # is locked, more readers of it than there are HTTP threads (4) hold
+    # nothing but workers: the page, /healthz and /metrics are answered at
+    # once, and the readers all get their answer when the lock goes.
+    session = subprocess.Popen(["psql", store.dbs["api"].owner_url, "-X", "-q", "-A", "-t",
+                                "-v", "ON_ERROR_STOP=1"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    session.stdin.write("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE; SELECT 'locked';\n")
+    session.stdin.flush()
+    assert session.stdout.readline().strip() == "locked"
+
+    def waiting_on_the_lock():
+        return int(store.scalar("api", "SELECT count(*) FROM pg_stat_activity WHERE "
+                                "datname = current_database() AND wait_event_type = 'Lock'"))
+
+    readers = 12
+    try:
+        with concurrent.futures.ThreadPoolExecutor(readers) as pool:
+            held = [pool.submit(http, store.base, "GET", "/orders", None, 60)
+                    for _ in range(readers)]
+            wait_until(lambda: waiting_on_the_lock() >= 4, 30, "readers to wait on the lock")
+            for path in ("/", "/healthz", "/metrics"):
+                try:
+                    status, _ = http(store.base, "GET", path, timeout=3)
+                except OSError as err:
+                    pytest.fail(f"GET {path} not answered while the table was locked: {err}")
+                assert status == 200, path
+            assert not any(f.done() for f in held)
+            session.stdin.write("ROLLBACK;\n")
+            session.stdin.flush()
+            assert [f.result(timeout=60)[0] for f in held] == [200] * readers
+    finally:
+        session.stdin.close()
+        session.wait(timeout=10)
