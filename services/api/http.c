@@ -4,7 +4,8 @@
  * request that needs it suspends its connection and is queued for a pool of
  * database workers, which resume the connection once its reply is written.
  * A checkout, webhook or restock waiting for its answer holds neither kind
- * of thread: its waiter queues it again when it should go on.
+ * of thread: its waiter resumes the connection when it should go on, in the
+ * polling thread if its notification carried the answer, else in a worker.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "http.h"
@@ -519,9 +520,9 @@ void http_stop(struct http_server *server)
     if (server == NULL)
         return;
     /* libmicrohttpd must not stop with a connection suspended: every
-     * parked call is queued again and answers 504 (retry), later parks are
-     * refused, and the workers finish every queued request (new ones get
-     * 503) before the daemon stops. */
+     * parked call is resumed and later parks are refused (504: retry), and
+     * the workers finish every queued request before the daemon stops (a
+     * request that would be queued after that gets 503). */
     waiters_close(server->store->waiters);
     stop_workers(server);
     MHD_stop_daemon(server->daemon);
