@@ -10,6 +10,7 @@ packages=(
   postgresql postgresql-contrib postgresql-client
   openjdk-17-jre-headless maven
   curl jq procps psmisc
+  nftables
   python3-venv python3-yaml
   supervisor
   kcat

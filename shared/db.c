@@ -86,10 +86,21 @@ static int db_event(PGEventId id, void *info, void *arg)
     return 1;
 }
 
+/*
+ * Over TCP, a database host that vanishes without a reset (a partition, a
+ * host that died) would otherwise hold a caller for as long as the kernel
+ * retransmits, about 15 minutes, and an idle connection (the api's listener)
+ * forever. These defaults give up on data left unacknowledged for 10 s, and
+ * probe an idle connection after 10 s of silence. They come before dbname,
+ * so parameters in DATABASE_URL override them; Unix sockets ignore them.
+ */
 PGconn *db_connect(const char *url, const char *app_name, char *err, size_t errlen)
 {
-    const char *keys[] = {"dbname", "application_name", "connect_timeout", NULL};
-    const char *values[] = {url, app_name ? app_name : "widget-store", "5", NULL};
+    const char *keys[] = {"keepalives",       "keepalives_idle",  "keepalives_interval",
+                          "keepalives_count", "tcp_user_timeout", "dbname",
+                          "application_name", "connect_timeout",  NULL};
+    const char *values[] = {"1", "10", "5", "2", "10000", url, app_name ? app_name : "widget-store",
+                            "5", NULL};
     PGconn *conn;
 
     /* expand_dbname=1 lets url be a full connection URI or key=value string. */

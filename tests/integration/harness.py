@@ -3,14 +3,18 @@ Kafka started by scripts/up-infra.sh: per-test databases and topics, child
 processes that can be SIGKILLed and restarted, SQL queries through psql, and
 waiting for a condition with a deadline (never a bare sleep)."""
 
+import contextlib
 import json
 import os
 import random
+import re
 import signal
 import socket
 import string
 import subprocess
+import threading
 import time
+import urllib.parse
 import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -140,6 +144,74 @@ class Process:
     def restart(self):
         self.kill()
         return self.start()
+
+
+class DatabaseForwarder:
+    """A TCP port on 127.0.0.1 that forwards each connection to the server
+    of a service's DATABASE_URL (its Unix socket), so that the service can
+    be given a database reached over TCP, and that path cut with
+    partitioned(). url is a postgresql://user:pw@host:port/db URL whose host
+    is the percent-encoded socket directory, as scripts/pg.sh writes it."""
+
+    def __init__(self, url):
+        match = re.fullmatch(r"(postgresql://[^@/]+@)([^/]+):(\d+)(/.*)", url)
+        assert match, "DATABASE_URL is not a postgresql://user:pw@host:port/db URL"
+        prefix, host, port, rest = match.groups()
+        self.socket_path = os.path.join(urllib.parse.unquote(host), f".s.PGSQL.{port}")
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = f"{prefix}127.0.0.1:{self.port}{rest}"
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.socket(socket.AF_UNIX)
+            try:
+                server.connect(self.socket_path)
+            except OSError:
+                client.close()
+                continue
+            self.connections += 1
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, sink):
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self):
+        self.listener.close()
+
+
+@contextlib.contextmanager
+def partitioned(port):
+    """Drops every TCP packet to or from a local port, as a network
+    partition or a host that vanished does: no reset, no answer, the sender
+    retransmits into silence. Needs root (nftables)."""
+    table = f"widget_store_partition_{port}"
+    rules = (f"table inet {table} {{\n  chain out {{\n"
+             "    type filter hook output priority 0;\n"
+             f"    tcp dport {port} drop\n    tcp sport {port} drop\n  }}\n}}\n")
+    subprocess.run(["nft", "-f", "-"], input=rules, text=True, check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["nft", "delete", "table", "inet", table], check=True)
 
 
 def delete_topics(prefix):

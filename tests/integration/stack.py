@@ -48,6 +48,7 @@ class Stack:
         self.http_port = self.http_ports["api"]
         self.base = f"http://127.0.0.1:{self.http_port}"
         self.env_overrides = {k: str(v) for k, v in env_overrides.items()}
+        self.service_env = {}  # service name -> variables of its own, e.g. DATABASE_URL
         self.processes = {}
         self.wanted = set()
         self.restarts = collections.Counter()
@@ -80,6 +81,7 @@ class Stack:
             "API_WAIT_MS": "20000",
         })
         env.update(self.env_overrides)
+        env.update(self.service_env.get(service, {}))
         return env
 
     def group(self, service):

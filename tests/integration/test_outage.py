@@ -1,17 +1,21 @@
-"""A database restart under traffic, as an operator's `scripts/pg.sh restart`
-or a failover does it: the server ends every session of every service
-(SQLSTATE 57P01), stays away for a few seconds, and comes back. While it is
-away the services retry their connections with backoff instead of spinning;
-once it is back each replaces the connections it had, and every purchase
-ends right."""
+"""Database outages. A restart under traffic, as an operator's
+`scripts/pg.sh restart` or a failover does it: the server ends every session
+of every service (SQLSTATE 57P01), stays away for a few seconds, and comes
+back. While it is away the services retry their connections with backoff
+instead of spinning; once it is back each replaces the connections it had,
+and every purchase ends right. And a database host that vanishes without a
+word (a partition): nothing is reset, so only the services' own TCP
+deadlines end the wait."""
 
 import os
 import subprocess
 import threading
 import time
 
-from harness import ROOT, wait_until
-from stack import SERVICES, Stack
+import pytest
+
+from harness import ROOT, DatabaseForwarder, partitioned, wait_until
+from stack import SERVICES, Stack, http
 
 OUTAGE_S = 5
 # Each connection's owner (relay, consumer, tickers, the api's listener)
@@ -81,3 +85,61 @@ def test_a_database_restart_under_traffic_is_ridden_out_and_every_purchase_ends_
     finally:
         stop.set()
         stack.close()
+
+
+# db_connect's TCP defaults: data unacknowledged for 10 s ends a connection;
+# an idle one is probed after 10 s of silence, so it ends within about 20 s.
+# The kernel's own limits are about 15 minutes and never, respectively.
+ANSWER_WITHIN_S = 25
+IDLE_LOST_WITHIN_S = 45
+
+
+def test_a_database_host_that_vanishes_costs_the_api_seconds_not_minutes():
+    if os.geteuid() != 0:
+        pytest.skip("cutting a TCP path needs root (nftables)")
+    stack = Stack()
+    forwarder = DatabaseForwarder(stack.dbs["api"].url)
+
+    def listener_lost():
+        with open(stack.processes["api"].log_path, errors="replace") as log:
+            return any("read-model listener lost its connection" in line for line in log)
+
+    def listeners_since(when):
+        return int(stack.scalar("api", "SELECT count(*) FROM pg_stat_activity WHERE "
+                                f"application_name = 'api-listener' AND backend_start > '{when}'"))
+
+    try:
+        stack.service_env["api"] = {"DATABASE_URL": forwarder.url}
+        stack.start()
+        # This read leaves an idle pooled connection over TCP, which the next
+        # read takes; the listener holds another, idle between notifications.
+        assert http(stack.base, "GET", "/orders", timeout=10)[0] == 200
+        assert forwarder.connections >= 2
+        with partitioned(forwarder.port):
+            started = time.monotonic()
+            try:
+                status, body = http(stack.base, "GET", "/orders", timeout=ANSWER_WITHIN_S + 20)
+            except OSError as err:
+                pytest.fail(f"GET /orders not answered after the database vanished: {err}")
+            waited = time.monotonic() - started
+            print(f"GET /orders answered {status} after {waited:.1f} s")
+            assert status == 503, body
+            assert waited < ANSWER_WITHIN_S
+            assert http(stack.base, "GET", "/healthz", timeout=3)[0] == 200
+            wait_until(listener_lost, IDLE_LOST_WITHIN_S, "the listener to give up its connection")
+            healed_at = stack.scalar("api", "SELECT now()")
+        # Back: a new pooled connection reads, a new listener wakes the
+        # waiting calls, and a purchase goes through end to end.
+        wait_until(lambda: http(stack.base, "GET", "/orders", timeout=10)[0] == 200, 30,
+                   "reads to work again")
+        wait_until(lambda: listeners_since(healed_at) >= 1, 30, "the listener to reconnect")
+        status, payment_id = stack.checkout("vanished-host-1")
+        assert status == 200, payment_id
+        status, order_id = stack.webhook(payment_id, "paid")
+        assert status == 200, order_id
+        stack.wait_order_status(int(order_id), 1, timeout=60)
+        assert stack.restarts == {}
+        stack.check_invariants(replay=False)
+    finally:
+        stack.close()
+        forwarder.close()
