@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -18,14 +19,16 @@ struct db_pool {
     char *url;
     char *app_name;
     int size;
-    int in_use;    /* borrowed connections */
-    PGconn **idle; /* size slots; NULL entries are free capacity */
+    long statement_timeout_ms; /* 0: the server's default */
+    int in_use;                /* borrowed connections */
+    PGconn **idle;             /* size slots; NULL entries are free capacity */
     int idle_count;
     pthread_mutex_t lock;
     pthread_cond_t freed;
 };
 
-struct db_pool *db_pool_new(const char *url, const char *app_name, int size)
+struct db_pool *db_pool_new(const char *url, const char *app_name, int size,
+                            long statement_timeout_ms)
 {
     struct db_pool *pool = calloc(1, sizeof(*pool));
 
@@ -36,12 +39,26 @@ struct db_pool *db_pool_new(const char *url, const char *app_name, int size)
     pool->url = strdup(url);
     pool->app_name = strdup(app_name);
     pool->size = size > 0 ? size : 1;
+    pool->statement_timeout_ms = statement_timeout_ms > 0 ? statement_timeout_ms : 0;
     pool->idle = calloc((size_t)pool->size, sizeof(PGconn *));
     if (pool->url == NULL || pool->app_name == NULL || pool->idle == NULL) {
         db_pool_free(pool);
         return NULL;
     }
     return pool;
+}
+
+/* For the whole session, so it holds for every statement on conn. */
+static int set_statement_timeout(const struct db_pool *pool, PGconn *conn)
+{
+    char ms[32];
+    const char *params[] = {ms};
+
+    if (pool->statement_timeout_ms == 0)
+        return 0;
+    snprintf(ms, sizeof(ms), "%ld", pool->statement_timeout_ms);
+    return db_exec(conn, "statement timeout", "SELECT set_config('statement_timeout', $1, false)",
+                   1, params);
 }
 
 PGconn *db_pool_acquire(struct db_pool *pool, long wait_ms)
@@ -75,8 +92,12 @@ PGconn *db_pool_acquire(struct db_pool *pool, long wait_ms)
     conn = db_connect(pool->url, pool->app_name, err, sizeof(err));
     if (conn == NULL) {
         log_warn("msg=\"database unreachable\" error=\"%s\"", err);
-        db_pool_release(pool, NULL);
+    } else if (set_statement_timeout(pool, conn) != 0) {
+        PQfinish(conn);
+        conn = NULL;
     }
+    if (conn == NULL)
+        db_pool_release(pool, NULL);
     return conn;
 }
 

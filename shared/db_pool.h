@@ -9,9 +9,13 @@
 
 struct db_pool; /* opaque */
 
-/* Creates a pool of at most size connections to url (copied). Returns NULL
- * on allocation failure. Connecting happens on first use. */
-struct db_pool *db_pool_new(const char *url, const char *app_name, int size);
+/* Creates a pool of at most size connections to url (copied). With
+ * statement_timeout_ms > 0, each connection's statements are cancelled by
+ * the server after that long (SQLSTATE 57014), so a request stuck behind a
+ * lock fails instead of holding its connection. Returns NULL on allocation
+ * failure. Connecting happens on first use. */
+struct db_pool *db_pool_new(const char *url, const char *app_name, int size,
+                            long statement_timeout_ms);
 
 /*
  * Borrows a connection, waiting up to wait_ms for one to be free. Returns a

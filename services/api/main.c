@@ -41,7 +41,7 @@ int main(int argc, char **argv)
                                           TOPIC_PAYMENT_COMMANDS, NULL};
     static struct service_settings settings;
     static char page_path[512];
-    static long http_port, http_threads, pool_size;
+    static long http_port, http_threads, pool_size, db_timeout_ms;
     static struct store store;
     static const struct config_entry extra[] = {
         {"HTTP_PORT", CONFIG_INT, &http_port, 0, "8080", 1, 65535, "web page and REST API port"},
@@ -59,6 +59,9 @@ int main(int argc, char **argv)
          "threads serving HTTP connections (they never wait on the database)"},
         {"API_DB_POOL", CONFIG_INT, &pool_size, 0, "8", 1, 500,
          "database connections, and threads running the requests that use them"},
+        {"API_DB_TIMEOUT_MS", CONFIG_INT, &db_timeout_ms, 0, "5000", 0, 600000,
+         "a request's statement running longer (a lock, a slow database) is cancelled: 503; "
+         "0: no limit"},
     };
     const struct service_spec spec = {.name = "api",
                                       .default_admin_port = 9100,
@@ -78,7 +81,7 @@ int main(int argc, char **argv)
 
     service_configure(&spec, &settings, argc, argv);
     page = load_page(page_path, &page_len);
-    store.pool = db_pool_new(settings.database_url, "api", (int)pool_size);
+    store.pool = db_pool_new(settings.database_url, "api", (int)pool_size, db_timeout_ms);
     if (store.pool == NULL)
         return 1;
     store.waiters = waiters_start(settings.database_url);

@@ -48,7 +48,7 @@ int main(int argc, char **argv)
     static struct inspect_context inspect = {.saga = &cfg};
 
     service_configure(&spec, &settings, argc, argv);
-    inspect.pool = db_pool_new(settings.database_url, "checkout-inspect", 2);
+    inspect.pool = db_pool_new(settings.database_url, "checkout-inspect", 2, 0);
     if (inspect.pool == NULL)
         return 1;
     spec.routes_arg = &inspect;

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 import uuid
 
 import pytest
@@ -798,12 +799,15 @@ def test_a_parked_saga_ends_cancelled_when_its_confirmation_comes_late(store):
         assert saga_of(store, key)["compensation"]["stock_released"] is True
 
 
-def test_a_locked_table_holds_only_the_requests_that_read_it(store):
+def test_a_locked_table_holds_only_its_readers_and_them_only_until_the_timeout(store):
     # The api's HTTP threads never wait on the database: requests that need
     # it queue for a database worker (API_DB_POOL of them). So while a table
     # is locked, more readers of it than there are HTTP threads (4) hold
     # nothing but workers: the page, /healthz and /metrics are answered at
-    # once, and the readers all get their answer when the lock goes.
+    # once. And a worker is held no longer than API_DB_TIMEOUT_MS (5 s): the
+    # server cancels the statement and the reader gets 503 + Retry-After,
+    # while the lock is still there; the 4 readers queued behind the 8
+    # workers get theirs one timeout later.
     session = subprocess.Popen(["psql", store.dbs["api"].owner_url, "-X", "-q", "-A", "-t",
                                 "-v", "ON_ERROR_STOP=1"], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -815,11 +819,15 @@ def test_a_locked_table_holds_only_the_requests_that_read_it(store):
         return int(store.scalar("api", "SELECT count(*) FROM pg_stat_activity WHERE "
                                 "datname = current_database() AND wait_event_type = 'Lock'"))
 
+    def timed_read():
+        started = time.monotonic()
+        status, body = http(store.base, "GET", "/orders", None, 60)
+        return status, body, time.monotonic() - started
+
     readers = 12
     try:
         with concurrent.futures.ThreadPoolExecutor(readers) as pool:
-            held = [pool.submit(http, store.base, "GET", "/orders", None, 60)
-                    for _ in range(readers)]
+            held = [pool.submit(timed_read) for _ in range(readers)]
             wait_until(lambda: waiting_on_the_lock() >= 4, 30, "readers to wait on the lock")
             for path in ("/", "/healthz", "/metrics"):
                 try:
@@ -828,9 +836,14 @@ def test_a_locked_table_holds_only_the_requests_that_read_it(store):
                     pytest.fail(f"GET {path} not answered while the table was locked: {err}")
                 assert status == 200, path
             assert not any(f.done() for f in held)
-            session.stdin.write("ROLLBACK;\n")
-            session.stdin.flush()
-            assert [f.result(timeout=60)[0] for f in held] == [200] * readers
+            answers = [f.result(timeout=40) for f in held]
+            print("readers answered after", sorted(round(a[2], 1) for a in answers), "s")
+            assert [(a[0], a[1]) for a in answers] == \
+                [(503, "Database unavailable, try again\n")] * readers
+            assert session.poll() is None and waiting_on_the_lock() == 0
+        session.stdin.write("ROLLBACK;\n")
+        session.stdin.flush()
+        assert http(store.base, "GET", "/orders", timeout=10)[0] == 200
     finally:
         session.stdin.close()
         session.wait(timeout=10)
