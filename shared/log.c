@@ -68,6 +68,11 @@ void log_vwrite(enum log_level level, const char *fmt, va_list ap)
         len = sizeof(line) - 2;
     while (len > 0 && line[len - 1] == '\n')
         len--;
+    /* One event, one line: messages quoted from libpq run over several. */
+    for (size_t i = 0; i < len; i++) {
+        if (line[i] == '\n' || line[i] == '\r' || line[i] == '\t')
+            line[i] = ' ';
+    }
     line[len++] = '\n';
     if (write(STDERR_FILENO, line, len) < 0) {
         /* Nowhere left to report a failed log write. */

@@ -1,0 +1,95 @@
+/*
+ * test_log.c - every event is one line on stderr: quoted text that spans
+ * lines (libpq's errors do) is joined, a long message is cut but still ends
+ * its line, and levels below the minimum write nothing.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <check.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "run_tests.h"
+
+/* Runs log_write(level, "%s", text) with stderr on a pipe; returns what was
+ * written (NUL-terminated in out). */
+static size_t captured(enum log_level level, const char *text, char *out, size_t outlen)
+{
+    int fds[2], saved = dup(STDERR_FILENO);
+    size_t len = 0;
+    ssize_t n;
+
+    ck_assert_int_eq(pipe(fds), 0);
+    dup2(fds[1], STDERR_FILENO);
+    close(fds[1]);
+    log_write(level, "msg=\"%s\"", text);
+    dup2(saved, STDERR_FILENO); /* closes the pipe's last write end */
+    close(saved);
+    while ((n = read(fds[0], out + len, outlen - 1 - len)) > 0)
+        len += (size_t)n;
+    close(fds[0]);
+    out[len] = '\0';
+    return len;
+}
+
+static int newlines(const char *text)
+{
+    int count = 0;
+
+    for (; *text; text++)
+        count += *text == '\n';
+    return count;
+}
+
+START_TEST(text_over_several_lines_is_joined_into_one)
+{
+    char out[4096];
+    size_t len;
+
+    log_init("test", LOG_LEVEL_INFO);
+    len = captured(LOG_LEVEL_WARN,
+                   "connection failed\n\tIs the server running on that host?\r\n", out,
+                   sizeof(out));
+    ck_assert_int_eq(newlines(out), 1);
+    ck_assert_int_eq(out[len - 1], '\n');
+    ck_assert_ptr_nonnull(strstr(out, "level=warn service=test msg=\"connection failed  Is the "
+                                      "server running on that host?  \""));
+}
+END_TEST
+
+START_TEST(a_long_message_is_cut_and_still_ends_its_line)
+{
+    char text[5000], out[8192];
+    size_t len;
+
+    memset(text, 'x', sizeof(text) - 1);
+    text[sizeof(text) - 1] = '\0';
+    log_init("test", LOG_LEVEL_INFO);
+    len = captured(LOG_LEVEL_ERROR, text, out, sizeof(out));
+    ck_assert_uint_le(len, 2048);
+    ck_assert_int_eq(newlines(out), 1);
+    ck_assert_int_eq(out[len - 1], '\n');
+}
+END_TEST
+
+START_TEST(levels_below_the_minimum_write_nothing)
+{
+    char out[256];
+
+    log_init("test", LOG_LEVEL_WARN);
+    ck_assert_uint_eq(captured(LOG_LEVEL_INFO, "quiet", out, sizeof(out)), 0);
+    ck_assert_uint_gt(captured(LOG_LEVEL_WARN, "loud", out, sizeof(out)), 0);
+}
+END_TEST
+
+int main(void)
+{
+    const TTest *const tests[] = {
+        text_over_several_lines_is_joined_into_one,
+        a_long_message_is_cut_and_still_ends_its_line,
+        levels_below_the_minimum_write_nothing,
+    };
+
+    return run_tests("log", "lines", tests, sizeof(tests) / sizeof(tests[0]));
+}
