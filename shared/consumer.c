@@ -30,6 +30,8 @@ struct consumer {
     atomic_int db_ready;
     atomic_llong handled;
     struct backoff retry;
+    struct backoff reconnect; /* while idle without a connection */
+    double reconnect_at_ms;   /* the idle consumer's next attempt */
     struct metric *m_consumed, *m_duplicates, *m_skipped, *m_dead, *m_retries, *m_handle_ms;
     struct metric *m_lag;
 };
@@ -535,7 +537,16 @@ static void *consumer_main(void *arg)
             msg = rd_kafka_consumer_poll(consumer->rk, 0);
         }
         if (n == 0) {
-            consumer_ensure_db(consumer);
+            /* Idle, a lost connection is replaced with backoff (about one
+             * attempt a second in a long outage), not on every poll. */
+            if (now_ms() < consumer->reconnect_at_ms)
+                continue;
+            if (consumer_ensure_db(consumer) == 0) {
+                backoff_reset(&consumer->reconnect);
+                consumer->reconnect_at_ms = 0;
+            } else {
+                consumer->reconnect_at_ms = now_ms() + (double)backoff_next(&consumer->reconnect);
+            }
             continue;
         }
         batched = n > 1 && consumer_attempt_batch(consumer, batch, n);
@@ -570,6 +581,7 @@ struct consumer *consumer_start(const struct consumer_config *cfg, char *err, si
     if (consumer->cfg.retry_max_ms <= 0)
         consumer->cfg.retry_max_ms = BACKOFF_RECONNECT_MAX_MS;
     backoff_init(&consumer->retry, consumer->cfg.retry_base_ms, consumer->cfg.retry_max_ms, 0);
+    backoff_init(&consumer->reconnect, 100, BACKOFF_RECONNECT_MAX_MS, 0);
     consumer->rk = kafka_consumer_new(&consumer->cfg.kafka, consumer->cfg.topics, err, errlen);
     if (consumer->rk == NULL) {
         free(consumer);

@@ -7,14 +7,17 @@ and every purchase ends right. And a database host that vanishes without a
 word (a partition): nothing is reset, so only the services' own TCP
 deadlines end the wait."""
 
+import datetime
 import os
+import re
 import subprocess
 import threading
 import time
 
 import pytest
 
-from harness import ROOT, DatabaseForwarder, partitioned, wait_until
+from harness import (BROKERS, BUILD_DIR, ROOT, DatabaseForwarder, Process, delete_topics,
+                     free_port, partitioned, unique_name, wait_until)
 from stack import SERVICES, Stack, http
 
 OUTAGE_S = 5
@@ -143,3 +146,40 @@ def test_a_database_host_that_vanishes_costs_the_api_seconds_not_minutes():
     finally:
         stack.close()
         forwarder.close()
+
+
+def attempt_times(log_path, message):
+    """The times (seconds) of the log lines carrying msg="message"."""
+    times = []
+    with open(log_path, errors="replace") as log:
+        for line in log:
+            match = re.match(r"ts=(\S+)Z .*msg=\"" + re.escape(message) + '"', line)
+            if match:
+                times.append(datetime.datetime.fromisoformat(match.group(1)).timestamp())
+    return times
+
+
+def test_a_service_without_its_database_retries_each_connection_about_once_a_second():
+    # Nothing listens on the port: every attempt fails at once. Each owner of
+    # a connection backs off to about one attempt a second (jitter: 0.5-1 s)
+    # instead of trying on every poll, and logs each attempt on one line.
+    prefix = unique_name("nodb")
+    env = dict(os.environ, DATABASE_URL=f"postgresql://nobody:x@127.0.0.1:{free_port()}/none",
+               KAFKA_BROKERS=BROKERS, KAFKA_TOPIC_PREFIX=f"{prefix}.",
+               KAFKA_GROUP=f"{prefix}-inventory", ADMIN_PORT=str(free_port()))
+    proc = Process(f"{prefix}-inventory", [os.path.join(BUILD_DIR, "services", "inventory")],
+                   env).start()
+    owners = ("consumer cannot connect", "relay cannot connect")
+    try:
+        wait_until(lambda: all(len(attempt_times(proc.log_path, m)) >= 10 for m in owners), 60,
+                   "ten attempts by each owner")
+        for message in owners:
+            times = attempt_times(proc.log_path, message)[:10]
+            gaps = [round(b - a, 3) for a, b in zip(times, times[1:])]
+            print(message, "gaps:", gaps)
+            assert all(0.4 <= gap <= 1.5 for gap in gaps[-3:]), (message, gaps)
+        with open(proc.log_path, errors="replace") as log:
+            assert all(line.startswith(("ts=", "--- start")) for line in log)
+    finally:
+        proc.stop()
+        delete_topics(f"{prefix}.")
