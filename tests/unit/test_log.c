@@ -48,9 +48,8 @@ START_TEST(text_over_several_lines_is_joined_into_one)
     size_t len;
 
     log_init("test", LOG_LEVEL_INFO);
-    len = captured(LOG_LEVEL_WARN,
-                   "connection failed\n\tIs the server running on that host?\r\n", out,
-                   sizeof(out));
+    len = captured(LOG_LEVEL_WARN, "connection failed\n\tIs the server running on that host?\r\n",
+                   out, sizeof(out));
     ck_assert_int_eq(newlines(out), 1);
     ck_assert_int_eq(out[len - 1], '\n');
     ck_assert_ptr_nonnull(strstr(out, "level=warn service=test msg=\"connection failed  Is the "
