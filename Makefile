@@ -146,7 +146,8 @@ up: all
 down:
 	bash scripts/down.sh
 
-FORMAT_FILES = $(shell git ls-files '*.c' '*.h')
+# Tracked files and new ones not yet added (but not ignored ones, such as build/).
+FORMAT_FILES = $(shell git ls-files --cached --others --exclude-standard '*.c' '*.h')
 format:
 	clang-format -i $(FORMAT_FILES)
 
