@@ -30,9 +30,13 @@ RECONNECT_ATTEMPTS_MAX = 100
 PG = os.path.join(ROOT, "scripts", "pg.sh")
 
 
+def log_lines(log_path):
+    with open(log_path, errors="replace") as log:
+        return log.readlines()
+
+
 def reconnect_attempts(stack, service):
-    with open(stack.processes[service].log_path, errors="replace") as log:
-        return sum("cannot connect" in line for line in log)
+    return sum("cannot connect" in line for line in log_lines(stack.processes[service].log_path))
 
 
 def test_a_database_restart_under_traffic_is_ridden_out_and_every_purchase_ends_right():
@@ -104,8 +108,8 @@ def test_a_database_host_that_vanishes_costs_the_api_seconds_not_minutes():
     forwarder = DatabaseForwarder(stack.dbs["api"].url)
 
     def listener_lost():
-        with open(stack.processes["api"].log_path, errors="replace") as log:
-            return any("read-model listener lost its connection" in line for line in log)
+        return any("read-model listener lost its connection" in line
+                   for line in log_lines(stack.processes["api"].log_path))
 
     def listeners_since(when):
         return int(stack.scalar("api", "SELECT count(*) FROM pg_stat_activity WHERE "
@@ -151,11 +155,10 @@ def test_a_database_host_that_vanishes_costs_the_api_seconds_not_minutes():
 def attempt_times(log_path, message):
     """The times (seconds) of the log lines carrying msg="message"."""
     times = []
-    with open(log_path, errors="replace") as log:
-        for line in log:
-            match = re.match(r"ts=(\S+)Z .*msg=\"" + re.escape(message) + '"', line)
-            if match:
-                times.append(datetime.datetime.fromisoformat(match.group(1)).timestamp())
+    for line in log_lines(log_path):
+        match = re.match(r"ts=(\S+)Z .*msg=\"" + re.escape(message) + '"', line)
+        if match:
+            times.append(datetime.datetime.fromisoformat(match.group(1)).timestamp())
     return times
 
 
@@ -178,8 +181,7 @@ def test_a_service_without_its_database_retries_each_connection_about_once_a_sec
             gaps = [round(b - a, 3) for a, b in zip(times, times[1:])]
             print(message, "gaps:", gaps)
             assert all(0.4 <= gap <= 1.5 for gap in gaps[-3:]), (message, gaps)
-        with open(proc.log_path, errors="replace") as log:
-            assert all(line.startswith(("ts=", "--- start")) for line in log)
+        assert all(line.startswith(("ts=", "--- start")) for line in log_lines(proc.log_path))
     finally:
         proc.stop()
         delete_topics(f"{prefix}.")
