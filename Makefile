@@ -1,6 +1,7 @@
 # Widget store: top-level build.
 #
 #   make            build everything (build/)
+#   make deps       install the Debian packages (make up and make test do)
 #   make services   the five service binaries only
 #   make SAN=1      the same with AddressSanitizer + UBSan (build/asan/)
 #   make test       every test: unit, deployment files, then integration
@@ -30,10 +31,12 @@ SANFLAGS :=
 OPT := -O2
 endif
 
+# Quiet when pkg-config or a library is missing (a fresh machine before
+# `make up` or `make test` has installed them); `make all` then says so.
 CFLAGS := -std=c11 -Wall -Wextra -Werror $(OPT) -g -pthread $(SANFLAGS) \
-	$(shell pkg-config --cflags $(PKGS)) -Ishared -Iservices
+	$(shell pkg-config --cflags $(PKGS) 2>/dev/null) -Ishared -Iservices
 LDFLAGS := -pthread $(SANFLAGS)
-LDLIBS := $(shell pkg-config --libs $(PKGS)) -lm
+LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 # Evaluated only where used (unit tests), so the image can build without Check.
 CHECK_CFLAGS = $(shell pkg-config --cflags check)
 CHECK_LIBS = $(shell pkg-config --libs check)
@@ -49,8 +52,19 @@ TOOLS := $(BUILD)/tests/msgtest $(BUILD)/tests/outbox_bench $(BUILD)/tests/loadg
 
 SERVICES := $(foreach s,$(wildcard services/*/main.c),$(BUILD)/$(patsubst %/main.c,%,$(s)))
 
-.PHONY: all services test test-unit test-deploy test-image test-integration test-browser bench bench-load bench-recovery up down format format-check clean
-all: $(SHARED_LIB) $(UNIT_BIN) $(TOOLS) $(SERVICES)
+.PHONY: deps check-deps all services test test-unit test-deploy test-image test-integration test-browser bench bench-load bench-recovery up down format format-check clean
+all: check-deps $(SHARED_LIB) $(UNIT_BIN) $(TOOLS) $(SERVICES)
+
+# The Debian packages (scripts/install-deps.sh; idempotent, quick when all are
+# present). `make up` and `make test` run it first, so both work on a fresh
+# machine; a plain `make` only checks for the libraries.
+deps:
+	bash scripts/install-deps.sh
+
+check-deps:
+	@pkg-config --exists $(PKGS) 2>/dev/null || { \
+		echo "make: libraries missing ($(PKGS)); run 'make deps' (scripts/install-deps.sh) or 'make up'" >&2; \
+		exit 1; }
 
 # The five service binaries only (what the container image needs).
 services: $(SERVICES)
@@ -114,6 +128,7 @@ test-image: all
 # integration (messaging core and end-to-end store) in both builds, then the
 # browser test against `make up`.
 test:
+	bash scripts/install-deps.sh
 	$(MAKE) test-unit
 	$(MAKE) SAN=1 test-unit
 	$(MAKE) test-deploy
@@ -140,8 +155,12 @@ bench-load: all
 bench-recovery: all
 	BUILD_DIR=$(BUILD) python3 tests/load/recovery.py $(RECOVERY_ARGS)
 
-up: all
-	bash scripts/up.sh
+# Packages first, then the build (in a new make, which finds the libraries
+# just installed), then the system.
+up:
+	bash scripts/install-deps.sh
+	$(MAKE) all
+	SKIP_INSTALL=1 bash scripts/up.sh
 
 down:
 	bash scripts/down.sh

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Installs the Debian packages needed to build, test and run the widget store.
-# Idempotent: packages already present are left alone.
+# Installs the Debian packages needed to build, test and run the widget store
+# (`make deps`; `make up` and `make test` run it first). Idempotent: packages
+# already present are left alone. pytest and Node.js (the browser test's
+# driver) come from Debian only when the machine has none, so a newer one
+# installed otherwise (pip, NodeSource) is kept.
 set -euo pipefail
 
 packages=(
@@ -15,6 +18,9 @@ packages=(
   supervisor
   kcat
 )
+
+python3 -c 'import pytest' 2>/dev/null || packages+=(python3-pytest)
+command -v node >/dev/null || packages+=(nodejs npm)
 
 missing=()
 for p in "${packages[@]}"; do
