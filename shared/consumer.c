@@ -180,14 +180,16 @@ static int message_was_handled(const struct consumer *consumer, const struct con
     return found;
 }
 
-/* Copies at most DLQ_ORIGINAL_MAX bytes of the value, replacing bytes that
- * are not printable ASCII so the dead letter stays valid JSON text. */
-static char *printable_copy(const rd_kafka_message_t *msg)
+/* Copies at most max bytes of data, replacing bytes that are not printable
+ * ASCII, so what a dead letter quotes is valid text whatever it came from. */
+static char *printable_copy(const void *data, size_t len, size_t max)
 {
-    size_t len = msg->len < DLQ_ORIGINAL_MAX ? msg->len : DLQ_ORIGINAL_MAX;
-    const unsigned char *src = msg->payload;
-    char *copy = malloc(len + 1);
+    const unsigned char *src = data;
+    char *copy;
 
+    if (len > max)
+        len = max;
+    copy = malloc(len + 1);
     if (copy == NULL)
         return NULL;
     for (size_t i = 0; i < len; i++)
@@ -209,16 +211,20 @@ static enum attempt_result consumer_dead_letter(struct consumer *consumer,
     char dlq_topic[300], traceparent[64] = "";
     struct envelope dead;
     cJSON *payload = cJSON_CreateObject();
-    char *original = printable_copy(msg);
+    char *original = printable_copy(msg->payload, msg->len, DLQ_ORIGINAL_MAX);
+    /* A handler's reason may quote the message or end inside a character. */
+    char *reason = printable_copy(error, strlen(error), 1024);
     int claimed;
 
-    if (payload == NULL || original == NULL) {
+    if (payload == NULL || original == NULL || reason == NULL) {
         cJSON_Delete(payload);
         free(original);
+        free(reason);
         return ATTEMPT_TRANSIENT;
     }
     snprintf(dlq_topic, sizeof(dlq_topic), "%s.dlq", topic);
-    cJSON_AddStringToObject(payload, "error", error);
+    cJSON_AddStringToObject(payload, "error", reason);
+    free(reason);
     cJSON_AddStringToObject(payload, "topic", topic);
     cJSON_AddNumberToObject(payload, "partition", msg->partition);
     cJSON_AddNumberToObject(payload, "offset", (double)msg->offset);

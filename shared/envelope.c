@@ -156,6 +156,51 @@ out:
     return text;
 }
 
+/*
+ * Returns the offset of the first byte of data that does not belong to a
+ * well-formed UTF-8 sequence (RFC 3629: no overlong forms, no surrogates,
+ * nothing above U+10FFFF), or len if all of it is UTF-8. PostgreSQL refuses
+ * anything else in text, so such a message could never be stored.
+ */
+static size_t utf8_invalid_at(const unsigned char *data, size_t len)
+{
+    size_t i = 0;
+
+    while (i < len) {
+        unsigned char c = data[i];
+        size_t need;
+        unsigned char lo = 0x80, hi = 0xBF; /* allowed range of the 2nd byte */
+
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xC2 && c <= 0xDF)
+            need = 1;
+        else if (c >= 0xE0 && c <= 0xEF) {
+            need = 2;
+            if (c == 0xE0)
+                lo = 0xA0; /* overlong */
+            else if (c == 0xED)
+                hi = 0x9F; /* surrogates */
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            need = 3;
+            if (c == 0xF0)
+                lo = 0x90; /* overlong */
+            else if (c == 0xF4)
+                hi = 0x8F; /* above U+10FFFF */
+        } else
+            return i;
+        if (len - i <= need || data[i + 1] < lo || data[i + 1] > hi)
+            return i;
+        for (size_t k = 2; k <= need; k++)
+            if (data[i + k] < 0x80 || data[i + k] > 0xBF)
+                return i;
+        i += need + 1;
+    }
+    return len;
+}
+
 /* Copies the string member name of root into dst (capacity cap). Returns 0,
  * or -1 with a reason in err. */
 static int take_string(const cJSON *root, const char *name, char *dst, size_t cap, char *err,
@@ -188,6 +233,11 @@ int envelope_decode(const char *data, size_t len, struct envelope *env, char *er
     if (len > ENVELOPE_MAX_BYTES) {
         snprintf(err, errlen, "message of %zu bytes exceeds the %d byte limit", len,
                  ENVELOPE_MAX_BYTES);
+        return -1;
+    }
+    size_t bad = utf8_invalid_at((const unsigned char *)data, len);
+    if (bad < len) {
+        snprintf(err, errlen, "not valid UTF-8 (byte %zu)", bad);
         return -1;
     }
     root = cJSON_ParseWithLength(data, len);

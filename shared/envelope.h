@@ -49,7 +49,8 @@ int envelope_build(struct envelope *env, const char *type, const char *saga_id,
 char *envelope_encode(const struct envelope *env);
 
 /*
- * Parses and validates len bytes of data (need not be NUL-terminated). On
+ * Parses and validates len bytes of data (need not be NUL-terminated), which
+ * must be UTF-8 throughout (PostgreSQL stores nothing else). On
  * success returns 0 and fills *env, which then owns a payload to release with
  * envelope_free(). On failure returns -1, leaves *env empty and writes a short
  * reason into err.

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import os
 import time
+import uuid
 
 import pytest
 
@@ -117,23 +118,34 @@ def test_poison_message_goes_to_dead_letter_topic_and_partition_keeps_flowing(be
     poison_seq = 1000005  # same key (k5) as seqs 5, 69, 133, 197 written after it
     bed.run("poison", poison_seq)
     bed.run("produce", bed.topic, "k5", input_bytes=b"\x00not json at all")
+    # Valid JSON, but not UTF-8: PostgreSQL would refuse these strings in the
+    # inbox, the dead letter or any handler's row, for ever.
+    not_utf8 = ('{"id":"%s","type":"test_event","version":1,"saga_id":"k5\xff",'
+                '"causation_id":null,"correlation_id":"c\xc0\xaf","occurred_at":'
+                '"2026-01-01T00:00:00Z","producer":"p","payload":{"poison":true}}'
+                % uuid.uuid4()).encode("latin-1")
+    bed.run("produce", bed.topic, "k5", input_bytes=not_utf8)
     bed.run("write", 1, 200)
 
     wait_for_effects(bed, 200, 60)
     assert bed.effects() == (200, 1)
-    dead = wait_until(lambda: _dead_letters(bed, 2), 60, "two dead letters")
-    by_error = {d["payload"]["error"].split(":")[0]: d["payload"] for d in dead}
-    rejected = by_error["poison payload rejected by handler"]
+    dead = wait_until(lambda: _dead_letters(bed, 3), 60, "three dead letters")
+    letters = [d["payload"] for d in dead]
+    rejected, = [p for p in letters if p["error"].startswith("poison payload rejected")]
     assert rejected["attempts"] == 3
     assert rejected["topic"] == bed.topic
     assert rejected["group"] == bed.group
     assert rejected["offset"] >= 0 and rejected["partition"] >= 0
     assert rejected["original_type"] == "test_event"
-    undecodable = by_error["cannot decode"]
+    undecodable, = [p for p in letters if p["original_value"].endswith("not json at all")]
+    assert undecodable["error"].startswith("cannot decode")
     assert undecodable["attempts"] == 1
-    assert undecodable["original_value"].endswith("not json at all")
+    not_utf8_letter, = [p for p in letters if "UTF-8" in p["error"]]
+    assert not_utf8_letter["error"].startswith("cannot decode")
+    assert not_utf8_letter["attempts"] == 1
+    assert '"saga_id":"k5?"' in not_utf8_letter["original_value"]
     outcomes = bed.db.query("SELECT outcome, count(*) FROM inbox GROUP BY 1 ORDER BY 1")
-    assert outcomes == [["dead_letter", "2"], ["handled", "200"]]
+    assert outcomes == [["dead_letter", "3"], ["handled", "200"]]
 
 
 def _dead_letters(bed, expected):

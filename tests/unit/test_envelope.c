@@ -1,6 +1,6 @@
 /*
  * test_envelope.c - envelope round trip, and rejection of malformed,
- * truncated, oversized and incomplete input.
+ * truncated, oversized, incomplete and non-UTF-8 input.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <check.h>
@@ -175,6 +175,53 @@ START_TEST(overlong_fields_are_rejected)
 }
 END_TEST
 
+/* The envelope with saga_id set to saga (raw bytes). */
+static int decode_with_saga(const char *saga, struct envelope *env, char *err, size_t errlen)
+{
+    char json[512];
+    int n = snprintf(json, sizeof(json),
+                     "{" GOOD_ID ",\"type\":\"t\",\"version\":1,\"saga_id\":\"%s\"," GOOD_REST "}",
+                     saga);
+
+    return envelope_decode(json, (size_t)n, env, err, errlen);
+}
+
+START_TEST(text_that_is_not_utf8_is_rejected)
+{
+    static const char *const bad[] = {
+        "k\xff",            /* never valid */
+        "\xc0\xaf",         /* overlong '/' */
+        "\xe0\x80\xaf",     /* overlong, three bytes */
+        "\xed\xa0\x80",     /* a UTF-16 surrogate */
+        "\xf4\x90\x80\x80", /* above U+10FFFF */
+        "\xc3",             /* cut short before the closing quote */
+        "\xe2\x82",         /* cut short */
+        "\x80",             /* a continuation byte alone */
+    };
+    static const char *const good[] = {
+        "caf\xc3\xa9",      /* U+00E9 */
+        "\xe2\x82\xac",     /* U+20AC */
+        "\xed\x9f\xbf",     /* U+D7FF, just below the surrogates */
+        "\xf0\x9f\x93\xa6", /* U+1F4E6 */
+        "\xf4\x8f\xbf\xbf", /* U+10FFFF */
+    };
+    struct envelope env;
+    char err[256];
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ck_assert_msg(decode_with_saga(bad[i], &env, err, sizeof(err)) == -1, "bad[%zu] accepted",
+                      i);
+        ck_assert_msg(strstr(err, "not valid UTF-8") != NULL, "bad[%zu]: %s", i, err);
+    }
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        ck_assert_msg(decode_with_saga(good[i], &env, err, sizeof(err)) == 0, "good[%zu]: %s", i,
+                      err);
+        ck_assert_str_eq(env.saga_id, good[i]);
+        envelope_free(&env);
+    }
+}
+END_TEST
+
 START_TEST(helpers_validate_uuid_and_time)
 {
     char id[ENVELOPE_UUID_LEN + 1], now[ENVELOPE_TIME_MAX];
@@ -242,6 +289,7 @@ int main(void)
         oversized_input_is_rejected_unread,
         malformed_input_is_rejected_with_a_reason,
         overlong_fields_are_rejected,
+        text_that_is_not_utf8_is_rejected,
         helpers_validate_uuid_and_time,
         new_ids_are_version_7_and_sort_by_time,
         build_rejects_overlong_strings_and_frees_payload,
