@@ -6,12 +6,15 @@
 #define _POSIX_C_SOURCE 200809L
 #include "projections.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "contracts.h"
 #include "db.h"
+#include "envelope.h"
 #include "payload.h"
+#include "store.h"
 #include "waiters.h"
 
 const char *const projections_handled_types[] = {MSG_ORDER_UPDATED, MSG_PRODUCT_UPDATED,
@@ -51,7 +54,12 @@ static int upsert_and_notify(PGconn *conn, const char *what, const char *prefix,
     return 0;
 }
 
-static int project_order(PGconn *conn, const cJSON *p)
+/* Projections return 0, -1 on a database failure, or CONSUMER_FAIL with the
+ * reason in *why. Only what the producers send is accepted: a snapshot that
+ * passes reaches the read model and the waiters' notifications unchanged, so
+ * a key or payment id that could break their "KEY ANSWER" and '|' format, or
+ * a status no order can have, is refused (and dead-lettered), not stored. */
+static int project_order(PGconn *conn, const cJSON *p, const char **why)
 {
     long long order_id, product_id, status, version;
     const char *key = payload_str(p, "idempotency_key");
@@ -63,8 +71,26 @@ static int project_order(PGconn *conn, const cJSON *p)
 
     if (payload_int(p, "order_id", &order_id) != 0 || payload_int(p, "product_id", &product_id) ||
         payload_int(p, "order_status", &status) || payload_int(p, "version", &version) ||
-        key == NULL || updated == NULL)
+        key == NULL || updated == NULL) {
+        *why = "a field is missing or of the wrong type";
         return CONSUMER_FAIL;
+    }
+    if (!store_valid_key(key)) {
+        *why = "idempotency_key is not a valid key";
+        return CONSUMER_FAIL;
+    }
+    if (payment_id != NULL && !envelope_is_uuid(payment_id)) {
+        *why = "payment_id is not a UUID";
+        return CONSUMER_FAIL;
+    }
+    if (status < ORDER_CANCELLED || status > ORDER_PAID) {
+        *why = "order_status is not an order status";
+        return CONSUMER_FAIL;
+    }
+    if (order_id < 1 || product_id < 1 || product_id > INT32_MAX || version < 1) {
+        *why = "order_id, product_id or version out of range";
+        return CONSUMER_FAIL;
+    }
     snprintf(order_text, sizeof(order_text), "%lld", order_id);
     snprintf(product_text, sizeof(product_text), "%lld", product_id);
     snprintf(status_text, sizeof(status_text), "%lld", status);
@@ -87,7 +113,7 @@ static int project_order(PGconn *conn, const cJSON *p)
         8, params);
 }
 
-static int project_product(PGconn *conn, const cJSON *p)
+static int project_product(PGconn *conn, const cJSON *p, const char **why)
 {
     long long product_id, inventory, version, restocked = 0;
     const char *name = payload_str(p, "product");
@@ -96,8 +122,15 @@ static int project_product(PGconn *conn, const cJSON *p)
     char id_text[16], inventory_text[16], version_text[32], restocked_text[32];
 
     if (payload_int(p, "product_id", &product_id) || payload_int(p, "inventory", &inventory) ||
-        payload_int(p, "version", &version) || !name || !description || !price)
+        payload_int(p, "version", &version) || !name || !description || !price) {
+        *why = "a field is missing or of the wrong type";
         return CONSUMER_FAIL;
+    }
+    if (product_id < 1 || product_id > INT32_MAX || inventory < 0 || inventory > INT32_MAX ||
+        version < 1) {
+        *why = "product_id, inventory or version out of range";
+        return CONSUMER_FAIL;
+    }
     snprintf(id_text, sizeof(id_text), "%lld", product_id);
     snprintf(inventory_text, sizeof(inventory_text), "%lld", inventory);
     /* Absent from snapshots written before it existed. */
@@ -118,13 +151,19 @@ static int project_product(PGconn *conn, const cJSON *p)
                              7, params);
 }
 
-static int project_progress(PGconn *conn, const cJSON *p)
+static int project_progress(PGconn *conn, const cJSON *p, const char **why)
 {
     long long order_id, remaining;
     char order_text[32], remaining_text[16];
 
-    if (payload_int(p, "order_id", &order_id) || payload_int(p, "progress_remaining", &remaining))
+    if (payload_int(p, "order_id", &order_id) || payload_int(p, "progress_remaining", &remaining)) {
+        *why = "a field is missing or of the wrong type";
         return CONSUMER_FAIL;
+    }
+    if (order_id < 1 || remaining < 0 || remaining > INT32_MAX) {
+        *why = "order_id or progress_remaining out of range";
+        return CONSUMER_FAIL;
+    }
     snprintf(order_text, sizeof(order_text), "%lld", order_id);
     snprintf(remaining_text, sizeof(remaining_text), "%lld", remaining);
     const char *params[] = {order_text, remaining_text};
@@ -139,20 +178,20 @@ static int project_progress(PGconn *conn, const cJSON *p)
 int projections_handle(PGconn *conn, const struct consumer_message *msg, void *arg, char *err,
                        size_t errlen)
 {
-    const char *type = msg->env->type;
+    const char *type = msg->env->type, *why = "";
     int rc;
 
     (void)arg;
     if (strcmp(type, MSG_ORDER_UPDATED) == 0)
-        rc = project_order(conn, msg->env->payload);
+        rc = project_order(conn, msg->env->payload, &why);
     else if (strcmp(type, MSG_PRODUCT_UPDATED) == 0)
-        rc = project_product(conn, msg->env->payload);
+        rc = project_product(conn, msg->env->payload, &why);
     else if (strcmp(type, MSG_DISPATCH_PROGRESS) == 0)
-        rc = project_progress(conn, msg->env->payload);
+        rc = project_progress(conn, msg->env->payload, &why);
     else
         return CONSUMER_SKIP;
     if (rc == CONSUMER_FAIL) {
-        snprintf(err, errlen, "malformed %s payload", type);
+        snprintf(err, errlen, "malformed %s payload: %s", type, why);
         return CONSUMER_FAIL;
     }
     if (rc != 0) {

@@ -299,6 +299,14 @@ class Stack:
             assert sorted(steps[order_id]) == list(range(DISPATCH_STEPS)), \
                 f"order {order_id} progress events {steps[order_id]}"
 
+    def produce(self, topic, key, message):
+        """Publishes message (a dict, as JSON) on topic with key, as a
+        producer outside the services would."""
+        env = dict(os.environ, MSGTEST_DATABASE_URL="unused", KAFKA_BROKERS=BROKERS)
+        out = subprocess.run([MSGTEST, "produce", self.prefix + topic, key], env=env,
+                             input=json.dumps(message).encode(), capture_output=True, timeout=60)
+        assert out.returncode == 0, out.stderr[-1000:]
+
     def dump(self, topic):
         env = dict(os.environ, MSGTEST_DATABASE_URL="unused", KAFKA_BROKERS=BROKERS)
         out = subprocess.run([MSGTEST, "dump", self.prefix + topic], env=env,

@@ -488,6 +488,51 @@ def test_an_api_dead_letter_shows_handled_once_redriven(store):
     assert again.returncode == 0 and "already handled" in again.stdout, again.stderr
 
 
+def test_a_forged_order_snapshot_is_dead_lettered_and_changes_nothing(store):
+    # Only the checkout service writes checkout.events, but a snapshot that
+    # could not come from it (a status no order has, a key or payment id that
+    # would break the waiters' "KEY ANSWER" notification) must not reach the
+    # read model: it is refused with its reason and dead-lettered.
+    payment_id, order_id = buy(store)
+    store.wait_order_status(order_id, 1, timeout=60)
+    key = store.dbs["checkout"].scalar(
+        f"SELECT idempotency_key FROM orders WHERE order_id = {order_id}")
+    before = store.get_json(f"/order/{order_id}")
+    forged = {}
+
+    def forge(reason, **changes):
+        payload = {"order_id": order_id, "idempotency_key": key, "product_id": 1,
+                   "order_status": 1, "payment_id": payment_id, "reason": None,
+                   "last_update_time": "2026-01-01T00:00:00Z", "version": 1000000, **changes}
+        message_id = str(uuid.uuid4())
+        store.produce("checkout.events", key, {
+            "id": message_id, "type": "order_updated", "version": 1, "saga_id": key,
+            "causation_id": None, "correlation_id": key, "occurred_at": "2026-01-01T00:00:00Z",
+            "producer": "forger", "payload": payload})
+        forged[message_id] = reason
+
+    forge("order_status is not an order status", order_status=123456789)
+    forge("idempotency_key is not a valid key", idempotency_key=f"{key} {payment_id}|2|1|")
+    forge("payment_id is not a UUID", payment_id=f"{payment_id}|1")
+    forge("out of range", order_id=0)
+
+    def letters():
+        out = dead_letters(store, "api", "--json")
+        assert out.returncode == 0, out.stderr
+        found = {letter["message_id"]: letter for letter in map(json.loads, out.stdout.splitlines())
+                 if letter["message_id"] in forged}
+        return found if len(found) == len(forged) else None
+    for message_id, letter in wait_until(letters, 90, "four dead letters").items():
+        assert letter["topic"] == "checkout.events" and letter["status"] == "dead"
+        assert forged[message_id] in letter["error"], letter
+    assert store.get_json(f"/order/{order_id}") == before
+    assert store.dbs["api"].scalar(
+        f"SELECT count(*) FROM orders WHERE idempotency_key LIKE '{key}%'") == "1"
+    # The partition keeps flowing: a new purchase still reaches DISPATCHED.
+    _, next_order = buy(store)
+    store.wait_order_status(next_order, 1, timeout=60)
+
+
 def behind(store, service, topic):
     """Partitions of topic where service's consumer group has not committed
     everything, as the operator's `scripts/kafka.sh lag GROUP` shows them:
