@@ -10,6 +10,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "http.h"
 
+#include <errno.h>
 #include <malloc.h>
 #include <microhttpd.h>
 #include <pthread.h>
@@ -349,6 +350,21 @@ static enum MHD_Result go_on(struct http_server *server, struct request_state *s
     return respond_text(state->connection, 503, "Shutting down; retry\n", NULL);
 }
 
+/* Whether the request declares a body longer than HTTP_MAX_BODY. */
+static int declared_too_large(struct MHD_Connection *connection)
+{
+    const char *length =
+        MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    char *end;
+    unsigned long long n;
+
+    if (length == NULL)
+        return 0;
+    errno = 0;
+    n = strtoull(length, &end, 10);
+    return errno != 0 || n > HTTP_MAX_BODY;
+}
+
 static enum MHD_Result handle(void *cls, struct MHD_Connection *connection, const char *url,
                               const char *method, const char *version, const char *upload_data,
                               size_t *upload_data_size, void **con_cls)
@@ -367,6 +383,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *connection, cons
         state->call.resume = resume_parked;
         state->call.arg = state;
         *con_cls = state;
+        if (declared_too_large(connection)) {
+            /* Answered before the body is read; the connection then closes. */
+            metrics_inc(server->m_requests);
+            return respond_text(connection, 413, "Request body too large\n", NULL);
+        }
         return MHD_YES;
     }
     if (state->has_reply) {
@@ -379,6 +400,11 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *connection, cons
         state->body_len += *upload_data_size;
         if (state->body_len > HTTP_MAX_BODY)
             state->too_large = 1;
+        /* A body of no declared length (chunked) is read and dropped up to a
+         * bound, so a little too much still gets its 413; past it, the
+         * connection is closed rather than read for ever. */
+        if (state->body_len > HTTP_DISCARD_MAX)
+            return MHD_NO;
         *upload_data_size = 0;
         return MHD_YES;
     }

@@ -2,7 +2,8 @@
  * http.h - the api's public HTTP server (port 8080 by default): the web page,
  * the DBOS widget-store REST API, /healthz, /readyz, /metrics and the crash
  * button. Bodies are not used by any endpoint and are refused above a small
- * limit; wrong methods get 405, unknown paths 404.
+ * limit (413, before the body is read when its length is declared); wrong
+ * methods get 405, unknown paths 404 or 400.
  */
 #ifndef API_HTTP_H
 #define API_HTTP_H
@@ -12,7 +13,8 @@
 #include "service.h"
 #include "store.h"
 
-#define HTTP_MAX_BODY 4096
+#define HTTP_MAX_BODY    4096
+#define HTTP_DISCARD_MAX (64 * 1024) /* a chunked body past this closes the connection */
 
 struct http_server; /* opaque */
 

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -292,6 +293,30 @@ def test_bad_input_gets_a_clear_4xx_and_changes_nothing(store):
     assert status == 413, body
     store.wait_quiet()
     assert count_rows(store) == before
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(store):
+    # A declared length over the limit gets 413 at once, without the body;
+    # a chunked body that runs on is cut off, not read for ever.
+    with socket.create_connection(("127.0.0.1", store.http_port), timeout=10) as sock:
+        sock.sendall(f"POST /checkout/{new_key()} HTTP/1.1\r\nHost: t\r\n"
+                     "Content-Length: 20000000\r\n\r\n".encode())
+        answer = sock.recv(4096).decode(errors="replace")
+        assert answer.startswith("HTTP/1.1 413"), answer
+
+    sent = 0
+    with socket.create_connection(("127.0.0.1", store.http_port), timeout=10) as sock:
+        sock.sendall(f"POST /checkout/{new_key()} HTTP/1.1\r\nHost: t\r\n"
+                     "Transfer-Encoding: chunked\r\n\r\n".encode())
+        chunk = b"1000\r\n" + b"x" * 4096 + b"\r\n"
+        deadline = time.monotonic() + 20
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):
+            while time.monotonic() < deadline:
+                sock.sendall(chunk)
+                sent += len(chunk)
+            raise AssertionError(f"the api was still reading after {sent} bytes")
+    print(f"chunked body cut off after {sent} bytes sent")
+    assert store.get_json("/product")["product_id"] == 1
 
 
 def metric(store, service, name):
