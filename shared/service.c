@@ -13,6 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <libpq-fe.h>
+
 #include "backoff.h"
 #include "crashpoint.h"
 #include "dead_letters.h"
@@ -80,6 +82,43 @@ static int service_arguments(const struct service_spec *spec, int argc, char **a
             "(see %s --help)\n",
             spec->name, argv[1], spec->name);
     exit(2);
+}
+
+/* Checks what config_load cannot: values a later step would refuse, so a
+ * service with one stops at once with the reason instead of retrying a
+ * connection or a topic creation that can never work. Writes one line per
+ * problem into errors; returns 0 or -1. Fills *level. */
+static int check_settings(const struct service_settings *settings, enum log_level *level,
+                          char *errors, size_t errlen)
+{
+    static const char topic_chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                      "0123456789._-";
+    size_t used = 0;
+    char *pq_error = NULL;
+    PQconninfoOption *parsed;
+
+    errors[0] = '\0';
+    if (log_level_parse(settings->log_level, level) != 0)
+        used += (size_t)snprintf(errors + used, errlen - used,
+                                 "LOG_LEVEL: \"%s\" is not debug, info, warn or error\n",
+                                 settings->log_level);
+    /* Kafka allows only these in topic names. */
+    if (strspn(settings->topic_prefix, topic_chars) != strlen(settings->topic_prefix) &&
+        used < errlen)
+        used += (size_t)snprintf(errors + used, errlen - used,
+                                 "KAFKA_TOPIC_PREFIX: \"%s\" may only use A-Z a-z 0-9 . _ -\n",
+                                 settings->topic_prefix);
+    parsed = PQconninfoParse(settings->database_url, &pq_error);
+    if (parsed == NULL && used < errlen) {
+        /* libpq's reason, which never quotes the URL (it may hold a password). */
+        used += (size_t)snprintf(errors + used, errlen - used, "DATABASE_URL: %s",
+                                 pq_error ? pq_error : "out of memory\n");
+        if (used < errlen && errors[used - 1] != '\n')
+            used += (size_t)snprintf(errors + used, errlen - used, "\n");
+    }
+    PQconninfoFree(parsed);
+    PQfreemem(pq_error);
+    return used == 0 ? 0 : -1;
 }
 
 void service_configure(const struct service_spec *spec, struct service_settings *settings, int argc,
@@ -151,11 +190,8 @@ void service_configure(const struct service_spec *spec, struct service_settings 
         fprintf(stderr, "%s: bad configuration:\n%s", spec->name, errors);
         exit(2);
     }
-    if (log_level_parse(settings->log_level, &level) != 0) {
-        fprintf(stderr,
-                "%s: bad configuration:\nLOG_LEVEL: \"%s\" is not debug, info, warn or "
-                "error\n",
-                spec->name, settings->log_level);
+    if (check_settings(settings, &level, errors, sizeof(errors)) != 0) {
+        fprintf(stderr, "%s: bad configuration:\n%s", spec->name, errors);
         exit(2);
     }
     log_init(spec->name, level);

@@ -18,18 +18,29 @@
 
 #define PAGE_MAX (1024 * 1024)
 
-/* Reads the page into memory once; the process exits if it is missing. */
+/* Reads the page into memory once; the process exits if it cannot be read
+ * (missing, a directory) or is larger than PAGE_MAX. */
 static char *load_page(const char *path, size_t *len)
 {
     FILE *file = fopen(path, "rb");
-    char *page = malloc(PAGE_MAX);
+    char *page = malloc(PAGE_MAX + 1);
+    const char *problem = NULL;
 
-    if (file == NULL || page == NULL) {
-        fprintf(stderr, "api: bad configuration:\nAPI_PAGE_PATH: cannot read %s\n", path);
+    if (file == NULL || page == NULL)
+        problem = "cannot open";
+    else {
+        *len = fread(page, 1, PAGE_MAX + 1, file);
+        if (ferror(file))
+            problem = "cannot read";
+        else if (*len > PAGE_MAX)
+            problem = "larger than 1 MiB:";
+    }
+    if (file != NULL)
+        fclose(file);
+    if (problem != NULL) {
+        fprintf(stderr, "api: bad configuration:\nAPI_PAGE_PATH: %s %s\n", problem, path);
         exit(2);
     }
-    *len = fread(page, 1, PAGE_MAX, file);
-    fclose(file);
     return page;
 }
 

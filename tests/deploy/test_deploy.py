@@ -80,6 +80,45 @@ def test_the_help_lists_what_the_services_read(variables):
     assert result.returncode == 2 and "usage: payment dead-letters" in result.stderr
 
 
+BAD_SETTINGS = {
+    "LOG_LEVEL": "loud",
+    "KAFKA_TOPIC_PREFIX": "dev/",  # '/' is not allowed in a Kafka topic name
+    "DATABASE_URL": "postgresql://db/store?no_such_option=1",
+}
+
+
+def start_with(service, **settings):
+    """Starts the service binary with settings (no broker or database can be
+    reached at these addresses) and waits up to 10 s for it to exit."""
+    env = {"DATABASE_URL": "postgresql://127.0.0.1:1/none", "KAFKA_BROKERS": "127.0.0.1:1",
+           "ADMIN_PORT": "0", "HTTP_PORT": "1", **settings}
+    return subprocess.run([os.path.join(BUILD_DIR, "services", service)], env=env,
+                          capture_output=True, text=True, timeout=10)
+
+
+@pytest.mark.parametrize("name", sorted(BAD_SETTINGS))
+def test_a_setting_that_can_never_work_stops_the_service_at_once(name):
+    # Not a retry loop on a connection or a topic that will never come: exit
+    # 2 with the variable and the reason, as for any other bad setting.
+    for service in SERVICES:
+        result = start_with(service, **{name: BAD_SETTINGS[name]})
+        assert result.returncode == 2, (service, result.stderr[-500:])
+        assert f"bad configuration:\n{name}: " in result.stderr, result.stderr
+    everything = start_with("payment", **BAD_SETTINGS)
+    assert everything.returncode == 2
+    assert all(f"\n{n}: " in everything.stderr for n in BAD_SETTINGS), everything.stderr
+
+
+def test_a_page_the_api_cannot_serve_stops_it_at_once(tmp_path):
+    big = tmp_path / "big.html"
+    big.write_bytes(b"x" * (1024 * 1024 + 1))
+    for path, reason in ((tmp_path, "cannot read"), (tmp_path / "missing.html", "cannot open"),
+                         (big, "larger than 1 MiB")):
+        result = start_with("api", API_PAGE_PATH=str(path))
+        assert result.returncode == 2, result.stderr[-500:]
+        assert f"API_PAGE_PATH: {reason}" in result.stderr, result.stderr
+
+
 def test_compose_gives_each_service_only_variables_it_reads(compose, variables):
     for service in SERVICES:
         given = set(compose["services"][service]["environment"])
