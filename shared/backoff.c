@@ -81,3 +81,11 @@ struct timespec backoff_deadline(clockid_t clock, long ms)
     }
     return at;
 }
+
+double backoff_now_ms(void)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)now.tv_sec * 1000.0 + (double)now.tv_nsec / 1e6;
+}

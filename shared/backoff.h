@@ -41,6 +41,9 @@ long backoff_cap(long base_ms, long max_ms, unsigned attempt);
 /* Sleeps for ms milliseconds (restarting after signals). */
 void backoff_sleep_ms(long ms);
 
+/* Milliseconds on the monotonic clock, for measuring durations. */
+double backoff_now_ms(void);
+
 /* The time ms milliseconds from now on clock, for pthread_cond_timedwait. */
 struct timespec backoff_deadline(clockid_t clock, long ms);
 

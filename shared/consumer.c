@@ -40,14 +40,6 @@ struct consumer {
 #define LAG_SAMPLE_MS  5000
 #define LAG_TIMEOUT_MS 1000
 
-static double now_ms(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)now.tv_sec * 1000.0 + (double)now.tv_nsec / 1e6;
-}
-
 /* Outcome of one attempt at a message. */
 enum attempt_result { ATTEMPT_DONE, ATTEMPT_TRANSIENT, ATTEMPT_FAILED };
 
@@ -273,7 +265,7 @@ static enum attempt_result consumer_attempt(struct consumer *consumer,
 {
     enum attempt_result failure;
     int handled, rc;
-    double started = now_ms();
+    double started = backoff_now_ms();
 
     if (db_begin(consumer->conn) != 0 || claim_for_handler(consumer, cmsg, msg) != 0) {
         db_rollback(consumer->conn);
@@ -285,7 +277,7 @@ static enum attempt_result consumer_attempt(struct consumer *consumer,
         if (db_commit(consumer->conn) == 0) {
             crashpoint("consumer.after_commit");
             metrics_inc(rc == CONSUMER_OK ? consumer->m_consumed : consumer->m_skipped);
-            metrics_observe_ms(consumer->m_handle_ms, now_ms() - started);
+            metrics_observe_ms(consumer->m_handle_ms, backoff_now_ms() - started);
             return ATTEMPT_DONE;
         }
         /* The commit also ran the queued statements (db_exec_later): one of
@@ -405,7 +397,7 @@ static int consumer_attempt_batch(struct consumer *consumer, rd_kafka_message_t 
     struct envelope envs[CONSUMER_BATCH_MAX];
     enum { NOT_OURS, APPLIED, SKIPPED } outcome[CONSUMER_BATCH_MAX];
     int decoded = 0, wanted = 0, ok = 0;
-    double started = now_ms();
+    double started = backoff_now_ms();
 
     for (; decoded < n; decoded++) {
         char ignored[8];
@@ -444,7 +436,7 @@ static int consumer_attempt_batch(struct consumer *consumer, rd_kafka_message_t 
         if (db_commit(consumer->conn) != 0)
             goto out;
         crashpoint("consumer.after_commit");
-        metrics_observe_ms(consumer->m_handle_ms, now_ms() - started);
+        metrics_observe_ms(consumer->m_handle_ms, backoff_now_ms() - started);
     }
     for (int i = 0; i < n; i++)
         metrics_inc(outcome[i] == APPLIED ? consumer->m_consumed : consumer->m_skipped);
@@ -545,13 +537,14 @@ static void *consumer_main(void *arg)
         if (n == 0) {
             /* Idle, a lost connection is replaced with backoff (about one
              * attempt a second in a long outage), not on every poll. */
-            if (now_ms() < consumer->reconnect_at_ms)
+            if (backoff_now_ms() < consumer->reconnect_at_ms)
                 continue;
             if (consumer_ensure_db(consumer) == 0) {
                 backoff_reset(&consumer->reconnect);
                 consumer->reconnect_at_ms = 0;
             } else {
-                consumer->reconnect_at_ms = now_ms() + (double)backoff_next(&consumer->reconnect);
+                consumer->reconnect_at_ms =
+                    backoff_now_ms() + (double)backoff_next(&consumer->reconnect);
             }
             continue;
         }

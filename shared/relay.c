@@ -61,14 +61,6 @@ static void relay_delivered(rd_kafka_t *rk, const rd_kafka_message_t *msg, void 
     }
 }
 
-static double now_ms(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)now.tv_sec * 1000.0 + (double)now.tv_nsec / 1e6;
-}
-
 /* Reads the wake pipe empty: the wake-ups it holds are being acted on. */
 static void relay_drain_wake_pipe(struct relay *relay)
 {
@@ -243,7 +235,7 @@ static int relay_publish_batch(struct relay *relay)
     PGresult *res;
     int rows, acked = 0, failed = 0;
     size_t len = 0;
-    double started = now_ms();
+    double started = backoff_now_ms();
 
     snprintf(limit, sizeof(limit), "%ld", relay->cfg.batch_size);
     res = db_query(relay->conn, "outbox read",
@@ -286,7 +278,7 @@ static int relay_publish_batch(struct relay *relay)
         atomic_fetch_add(&relay->published, acked);
         metrics_add(relay->m_published, (uint64_t)acked);
     }
-    metrics_observe_ms(relay->m_batch_ms, now_ms() - started);
+    metrics_observe_ms(relay->m_batch_ms, backoff_now_ms() - started);
     if (failed > 0) {
         metrics_add(relay->m_failed, (uint64_t)failed);
         return -1;

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backoff.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -28,7 +29,7 @@ struct http_server {
     struct service *svc;
     const char *page;
     size_t page_len;
-    struct metric *m_requests, *m_client_errors, *m_server_errors, *m_latency;
+    struct metric *m_requests, *m_duration;
     atomic_int open_connections, open_peak; /* the peak since the heap was trimmed */
     /* Requests waiting for a database worker, oldest first. Once closed,
      * new requests are refused (503) and the workers exit when it is empty. */
@@ -62,6 +63,7 @@ enum db_job {
  * queued or running, or its call parked, the connection is suspended, and
  * only the thread running it touches the state. */
 struct request_state {
+    double started_ms; /* when the headers were in */
     size_t body_len;
     int too_large;
     struct http_server *server;
@@ -182,6 +184,9 @@ static void *db_worker(void *arg)
     }
 }
 
+/* Responses by status class (index status / 100); one server per process. */
+static struct metric *responses_by_class[6];
+
 static enum MHD_Result respond(struct MHD_Connection *connection, int status,
                                const char *content_type, const char *body, size_t len,
                                enum MHD_ResponseMemoryMode mode, const char *allow)
@@ -199,6 +204,8 @@ static enum MHD_Result respond(struct MHD_Connection *connection, int status,
         MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, allow);
     ret = MHD_queue_response(connection, (unsigned int)status, response);
     MHD_destroy_response(response);
+    if (ret == MHD_YES && status >= 100 && status < 600)
+        metrics_inc(responses_by_class[status / 100]);
     return ret;
 }
 
@@ -378,6 +385,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *connection, cons
         state = calloc(1, sizeof(*state));
         if (state == NULL)
             return MHD_NO;
+        state->started_ms = backoff_now_ms();
         state->server = server;
         state->connection = connection;
         state->call.resume = resume_parked;
@@ -423,7 +431,8 @@ static void request_done(void *cls, struct MHD_Connection *connection, void **co
     struct request_state *state = *con_cls;
 
     (void)connection;
-    (void)code;
+    if (state != NULL && code == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        metrics_observe_ms(server->m_duration, backoff_now_ms() - state->started_ms);
     /* A suspended connection is never closed, so no job is queued or
      * running here; but a call may have been resumed and not gone on, or its
      * reply not been sent. */
@@ -519,6 +528,16 @@ struct http_server *http_start(int port, int threads, int db_workers, struct sto
     server->page = page;
     server->page_len = page_len;
     server->m_requests = metrics_counter("http_requests_total", NULL, "HTTP requests answered");
+    server->m_duration = metrics_histogram(
+        "http_request_duration_ms", NULL,
+        "from a request's headers to its end, waits for the order's answer included");
+    for (int class = 2; class <= 5; class ++) {
+        char labels[32];
+
+        snprintf(labels, sizeof(labels), "class=\"%dxx\"", class);
+        responses_by_class[class] =
+            metrics_counter("http_responses_total", labels, "HTTP responses by status class");
+    }
     /* A connection costs its buffer and nothing else (no thread): at most
      * 1000 connections, 16 MB. libmicrohttpd zeroes the whole buffer after
      * each request, so a bigger one would be resident in full (64 KiB: the

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backoff.h"
 #include "contracts.h"
 #include "db.h"
 #include "envelope.h"
@@ -106,14 +107,6 @@ static int query_value(struct store *store, const char *what, const char *sql, i
     PQclear(res);
     db_pool_release(store->pool, conn);
     return rc;
-}
-
-static double now_ms(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)now.tv_sec * 1000.0 + (double)now.tv_nsec / 1e6;
 }
 
 /*
@@ -386,7 +379,7 @@ static enum store_step advance(struct store *store, struct store_call *call, int
             break;
         free(value);
         value = NULL;
-        left = call->deadline_ms - now_ms();
+        left = call->deadline_ms - backoff_now_ms();
         if (left <= 0)
             break;
         parked = waiter_park(
@@ -412,7 +405,7 @@ static enum store_step start_wait(struct store *store, struct store_call *call, 
 {
     call->kind = kind;
     call->check_first = check_first;
-    call->deadline_ms = now_ms() + (double)store->wait_ms;
+    call->deadline_ms = backoff_now_ms() + (double)store->wait_ms;
     return advance(store, call, 0, 1, reply);
 }
 

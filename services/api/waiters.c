@@ -38,14 +38,6 @@ struct waiters {
     struct metric *m_notifications, *m_answers;
 };
 
-static double now_ms(void)
-{
-    struct timespec now;
-
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)now.tv_sec * 1000.0 + (double)now.tv_nsec / 1e6;
-}
-
 static void poke_listener(struct waiters *waiters)
 {
     uint64_t one = 1;
@@ -87,7 +79,7 @@ static void wake(struct waiters *waiters, const char *key, const char *answer)
  * that is, so a park with an earlier timeout knows to wake it. */
 static long resume_due(struct waiters *waiters, long max_ms)
 {
-    double now = now_ms(), next = now + (double)max_ms;
+    double now = backoff_now_ms(), next = now + (double)max_ms;
 
     pthread_mutex_lock(&waiters->lock);
     for (struct waiter *w = waiters->head; w != NULL; w = w->next) {
@@ -161,18 +153,19 @@ static void *listener_main(void *arg)
             PQfinish(conn);
             conn = NULL;
         }
-        if (conn == NULL && now_ms() >= reconnect_at) {
+        if (conn == NULL && backoff_now_ms() >= reconnect_at) {
             conn = listen_connect(waiters);
             if (conn == NULL)
-                reconnect_at = now_ms() + (double)backoff_next(&retry);
+                reconnect_at = backoff_now_ms() + (double)backoff_next(&retry);
             else
                 backoff_reset(&retry);
         }
         if (conn != NULL) {
             fds[1] = (struct pollfd){.fd = PQsocket(conn), .events = POLLIN};
             nfds = 2;
-        } else if (reconnect_at - now_ms() < (double)sleep_ms) {
-            sleep_ms = reconnect_at > now_ms() ? (long)(reconnect_at - now_ms()) + 1 : 0;
+        } else if (reconnect_at - backoff_now_ms() < (double)sleep_ms) {
+            sleep_ms =
+                reconnect_at > backoff_now_ms() ? (long)(reconnect_at - backoff_now_ms()) + 1 : 0;
         }
         /* Timeouts are kept while the database is away, too. */
         sleep_ms = resume_due(waiters, sleep_ms);
@@ -275,7 +268,7 @@ int waiter_park(struct waiters *waiters, struct waiter *w, long timeout_ms,
     } else if (w->notifications > 0) {
         rc = 0;
     } else {
-        w->resume_at_ms = now_ms() + (double)timeout_ms;
+        w->resume_at_ms = backoff_now_ms() + (double)timeout_ms;
         w->resume = resume;
         w->arg = arg;
         w->parked = 1;

@@ -326,6 +326,22 @@ def metric(store, service, name):
     return values[0] if values else 0.0
 
 
+def test_the_api_counts_its_answers_by_status_class_and_times_them(store):
+    def counts():
+        return {c: metric(store, "api", f'http_responses_total{{class="{c}"}}')
+                for c in ("2xx", "4xx", "5xx")} | {
+            "timed": metric(store, "api", "http_request_duration_ms_count")}
+    before = counts()
+    buy(store)  # two 2xx
+    for method, path, _ in BAD_REQUESTS[:5]:  # five 4xx
+        http(store.base, method, path)
+    after = counts()
+    # Other clients (the harness's readiness polls) may add 2xx meanwhile.
+    assert after["4xx"] - before["4xx"] == 5, (before, after)
+    assert after["2xx"] - before["2xx"] >= 2 and after["5xx"] == before["5xx"]
+    assert after["timed"] - before["timed"] >= 7
+
+
 def aged_inbox_row(store, days):
     """Inserts a row into payment's inbox as if handled `days` ago; returns
     its message id."""
