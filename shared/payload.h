@@ -34,8 +34,9 @@ int payload_amount_times(const char *unit_price, const char *quantity, char *out
 
 /*
  * Builds an envelope of type for saga_id (when NULL, the saga of cause, which
- * must then be set), caused by cause (may be NULL), and enqueues it to topic under key, inside the
- * caller's transaction. Takes ownership of payload. traceparent may be NULL. Returns 0 or -1.
+ * must then be set), caused by cause (may be NULL), and enqueues it to topic
+ * under key, inside the caller's transaction; it carries cause's traceparent
+ * when there is a cause. Takes ownership of payload. Returns 0 or -1.
  */
 int payload_emit(PGconn *conn, const char *topic, const char *key, const char *type,
                  const char *producer, const struct consumer_message *cause, const char *saga_id,

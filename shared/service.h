@@ -6,9 +6,11 @@
  * shutdown on SIGTERM/SIGINT.
  *
  * Common variables: DATABASE_URL (required), KAFKA_BROKERS, KAFKA_GROUP,
- * KAFKA_INSTANCE_ID, KAFKA_LINGER_MS, KAFKA_SESSION_TIMEOUT_MS, KAFKA_TOPIC_PREFIX, ADMIN_PORT,
- * LOG_LEVEL, RELAY_BATCH_SIZE, MAX_ATTEMPTS, CONSUMER_THREADS, CONSUMER_BATCH_MAX,
- * INBOX_PRUNE_INTERVAL_MS.
+ * KAFKA_INSTANCE_ID, KAFKA_LINGER_MS, KAFKA_SESSION_TIMEOUT_MS,
+ * KAFKA_MAX_POLL_INTERVAL_MS, KAFKA_TOPIC_PREFIX, ADMIN_PORT, ADMIN_ADDRESS,
+ * LOG_LEVEL, RELAY_BATCH_SIZE, MAX_ATTEMPTS, CONSUMER_THREADS,
+ * CONSUMER_BATCH_MAX, INBOX_PRUNE_INTERVAL_MS (`NAME --help` lists them with
+ * defaults). Values no later step could use stop the process at start.
  *
  * With the argument "dead-letters", the same binary and environment run the
  * operator's command of dead_letters.h instead of the service.
