@@ -13,6 +13,8 @@
 #include "log.h"
 #include "metrics.h"
 
+#define ADMIN_MAX_BODY (64 * 1024)
+
 struct admin_http {
     struct MHD_Daemon *daemon;
     admin_ready_fn ready_fn;
@@ -35,6 +37,8 @@ static enum MHD_Result send_text(struct MHD_Connection *connection, unsigned int
         return MHD_NO;
     }
     MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+        MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
     ret = MHD_queue_response(connection, status, response);
     MHD_destroy_response(response);
     return ret;
@@ -46,21 +50,34 @@ static enum MHD_Result admin_handle(void *cls, struct MHD_Connection *connection
                                     void **con_cls)
 {
     struct admin_http *server = cls;
+    int is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
 
     (void)version;
     (void)upload_data;
-    /* Bodies are not used here; the first call only announces the request. */
+    /* Bodies are not used here: the first call only announces the request,
+     * and one that is large is refused unread (413, then the connection
+     * closes). */
     if (*con_cls == NULL) {
+        const char *length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
+                                                         MHD_HTTP_HEADER_CONTENT_LENGTH);
+
         *con_cls = server;
+        if (length != NULL && strtoull(length, NULL, 10) > ADMIN_MAX_BODY)
+            return send_text(connection, MHD_HTTP_CONTENT_TOO_LARGE, "text/plain",
+                             "request body too large\n", 0);
         return MHD_YES;
     }
     if (*upload_data_size != 0) {
         *upload_data_size = 0;
         return MHD_YES;
     }
-    if (strcmp(url, "/healthz") == 0 && strcmp(method, "GET") == 0)
+    if (!is_get && (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0 ||
+                    strcmp(url, "/metrics") == 0))
+        return send_text(connection, MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain",
+                         "method not allowed\n", 0);
+    if (strcmp(url, "/healthz") == 0)
         return send_text(connection, MHD_HTTP_OK, "text/plain", "ok\n", 0);
-    if (strcmp(url, "/readyz") == 0 && strcmp(method, "GET") == 0) {
+    if (strcmp(url, "/readyz") == 0) {
         char why[256] = "not ready";
 
         if (server->ready_fn == NULL || server->ready_fn(server->ready_arg, why, sizeof(why)))
@@ -68,7 +85,7 @@ static enum MHD_Result admin_handle(void *cls, struct MHD_Connection *connection
         strncat(why, "\n", sizeof(why) - strlen(why) - 1);
         return send_text(connection, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain", why, 0);
     }
-    if (strcmp(url, "/metrics") == 0 && strcmp(method, "GET") == 0) {
+    if (strcmp(url, "/metrics") == 0) {
         char *text = metrics_render(NULL);
 
         if (text == NULL)

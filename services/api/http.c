@@ -184,6 +184,10 @@ static void *db_worker(void *arg)
     }
 }
 
+/* What a 405 on a read-only route allows (libmicrohttpd answers HEAD as GET
+ * without the body). */
+#define GET_ALLOW "GET, HEAD"
+
 /* Responses by status class (index status / 100); one server per process. */
 static struct metric *responses_by_class[6];
 
@@ -258,18 +262,18 @@ static enum MHD_Result route(struct http_server *server, struct MHD_Connection *
 
     if (strcmp(url, "/") == 0) {
         if (!is_get)
-            return respond_text(connection, 405, "Method not allowed\n", "GET");
+            return respond_text(connection, 405, "Method not allowed\n", GET_ALLOW);
         return respond(connection, 200, "text/html; charset=utf-8", server->page, server->page_len,
                        MHD_RESPMEM_PERSISTENT, NULL);
     }
     if (strcmp(url, "/healthz") == 0)
         return is_get ? respond_text(connection, 200, "ok\n", NULL)
-                      : respond_text(connection, 405, "Method not allowed\n", "GET");
+                      : respond_text(connection, 405, "Method not allowed\n", GET_ALLOW);
     if (strcmp(url, "/readyz") == 0) {
         char why[256] = "not ready";
 
         if (!is_get)
-            return respond_text(connection, 405, "Method not allowed\n", "GET");
+            return respond_text(connection, 405, "Method not allowed\n", GET_ALLOW);
         if (service_is_ready(server->svc, why, sizeof(why)))
             return respond_text(connection, 200, "ready\n", NULL);
         strncat(why, "\n", sizeof(why) - strlen(why) - 1);
@@ -280,7 +284,7 @@ static enum MHD_Result route(struct http_server *server, struct MHD_Connection *
         char *text;
 
         if (!is_get)
-            return respond_text(connection, 405, "Method not allowed\n", "GET");
+            return respond_text(connection, 405, "Method not allowed\n", GET_ALLOW);
         text = metrics_render(&len);
         if (text == NULL)
             return respond_text(connection, 500, "out of memory\n", NULL);
@@ -298,35 +302,35 @@ static enum MHD_Result route(struct http_server *server, struct MHD_Connection *
     }
     if (strcmp(url, "/product") == 0) {
         if (!is_get)
-            return respond_text(connection, 405, "Method not allowed\n", "GET");
+            return respond_text(connection, 405, "Method not allowed\n", GET_ALLOW);
         job = JOB_PRODUCT;
     } else if (strcmp(url, "/orders") == 0) {
         if (!is_get)
-            return respond_text(connection, 405, "Method not allowed\n", "GET");
+            return respond_text(connection, 405, "Method not allowed\n", GET_ALLOW);
         job = JOB_ORDERS;
     } else if (strcmp(url, "/restock") == 0) {
         if (!is_post)
             return respond_text(connection, 405, "Method not allowed\n", "POST");
         job = JOB_RESTOCK;
     } else if (strncmp(url, "/order/", 7) == 0) {
+        if (!is_get)
+            return respond_text(connection, 405, "Method not allowed\n", GET_ALLOW);
         if (split_path(url + 7, state->args, 1) != 1)
             return respond_text(connection, 400, "Invalid order ID: expected a positive integer\n",
                                 NULL);
-        if (!is_get)
-            return respond_text(connection, 405, "Method not allowed\n", "GET");
         job = JOB_ORDER;
     } else if (strncmp(url, "/checkout/", 10) == 0) {
-        if (split_path(url + 10, state->args, 1) != 1)
-            return respond_text(connection, 400, "Invalid idempotency key\n", NULL);
         if (!is_post)
             return respond_text(connection, 405, "Method not allowed\n", "POST");
+        if (split_path(url + 10, state->args, 1) != 1)
+            return respond_text(connection, 400, "Invalid idempotency key\n", NULL);
         job = JOB_CHECKOUT;
     } else if (strncmp(url, "/payment_webhook/", 17) == 0) {
+        if (!is_post)
+            return respond_text(connection, 405, "Method not allowed\n", "POST");
         if (split_path(url + 17, state->args, 2) != 2)
             return respond_text(connection, 404,
                                 "Not found: use /payment_webhook/{payment_id}/{status}\n", NULL);
-        if (!is_post)
-            return respond_text(connection, 405, "Method not allowed\n", "POST");
         job = JOB_WEBHOOK;
     } else {
         return respond_text(connection, 404, "Not found\n", NULL);
@@ -370,6 +374,21 @@ static int declared_too_large(struct MHD_Connection *connection)
     errno = 0;
     n = strtoull(length, &end, 10);
     return errno != 0 || n > HTTP_MAX_BODY;
+}
+
+/* Decodes %XX in the URL as libmicrohttpd does, but turns a decoded NUL
+ * into DEL, which no path, key or id accepts: otherwise "/order/1%00junk"
+ * would read as "/order/1", and two different keys as one. */
+static size_t unescape_url(void *cls, struct MHD_Connection *connection, char *text)
+{
+    size_t len = MHD_http_unescape(text);
+
+    (void)cls;
+    (void)connection;
+    for (size_t i = 0; i < len; i++)
+        if (text[i] == '\0')
+            text[i] = '\x7f';
+    return len;
 }
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *connection, const char *url,
@@ -547,11 +566,11 @@ struct http_server *http_start(int port, int threads, int db_workers, struct sto
         MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME |
             MHD_USE_ERROR_LOG,
         (uint16_t)port, NULL, NULL, handle, server, MHD_OPTION_NOTIFY_COMPLETED, request_done,
-        server, MHD_OPTION_NOTIFY_CONNECTION, connection_event, server, MHD_OPTION_THREAD_POOL_SIZE,
-        (unsigned int)threads, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024),
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)1000, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)120, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_BUFFER,
-        MHD_OPTION_END);
+        server, MHD_OPTION_UNESCAPE_CALLBACK, unescape_url, server, MHD_OPTION_NOTIFY_CONNECTION,
+        connection_event, server, MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)threads,
+        MHD_OPTION_THREAD_STACK_SIZE, (size_t)(256 * 1024), MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned int)1000, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_BUFFER, MHD_OPTION_END);
     if (server->daemon == NULL) {
         snprintf(err, errlen, "cannot listen on HTTP port %d", port);
         free_server(server);

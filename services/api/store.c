@@ -6,6 +6,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,14 +67,19 @@ int store_valid_status(const char *status)
 
 int store_parse_order_id(const char *text, long long *out)
 {
-    char *end;
+    size_t len = strlen(text);
     long long value;
+    char *end;
 
-    if (text[0] == '\0' || strlen(text) > 18 || !isdigit((unsigned char)text[0]))
+    if (len == 0 || strspn(text, "0123456789") != len)
         return 0;
     errno = 0;
     value = strtoll(text, &end, 10);
-    if (errno != 0 || *end != '\0' || value <= 0)
+    if (errno == ERANGE) {
+        *out = LLONG_MAX; /* past bigint: well formed, and no order has it */
+        return 1;
+    }
+    if (value <= 0)
         return 0;
     *out = value;
     return 1;

@@ -74,7 +74,8 @@ enum store_step store_resume(struct store *store, struct store_call *call, int m
  * connection closed after resume, before store_resume). */
 void store_abandon(struct store *store, struct store_call *call);
 
-/* Input checks, exposed for unit tests. Return 1 when acceptable. */
+/* Input checks, exposed for unit tests. Return 1 when acceptable. An order
+ * id past bigint is well formed and reads as LLONG_MAX, which no order has. */
 int store_valid_key(const char *key);
 int store_valid_status(const char *status);
 int store_parse_order_id(const char *text, long long *out);

@@ -11,6 +11,8 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 import pytest
@@ -272,6 +274,17 @@ BAD_REQUESTS = [
     ("GET", "/restock", 405),
     ("POST", "/product", 405),
     ("GET", "/no/such/path", 404),
+    # An id past bigint is well formed and names no order.
+    ("GET", "/order/9223372036854775807", 404),
+    ("GET", "/order/99999999999999999999", 404),
+    # %00 must not cut the path short: not order 1, not key "abc".
+    ("GET", "/order/1%00junk", 400),
+    ("POST", "/checkout/abc%00x", 400),
+    ("GET", "/product%00", 404),
+    # A wrong method is told before anything about the path.
+    ("POST", "/order/abc", 405),
+    ("GET", "/checkout/", 405),
+    ("GET", "/payment_webhook/x", 405),
 ]
 
 
@@ -291,6 +304,12 @@ def test_bad_input_gets_a_clear_4xx_and_changes_nothing(store):
         assert body.strip(), f"{method} {path}: empty error body"
     status, body = http(store.base, "POST", f"/checkout/{new_key()}", body=b"x" * 70000)
     assert status == 413, body
+    for method, path, allow in (("POST", "/product", "GET, HEAD"), ("GET", "/restock", "POST"),
+                                ("DELETE", "/order/1", "GET, HEAD")):
+        req = urllib.request.Request(store.base + path, method=method)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=30)
+        assert refused.value.code == 405 and refused.value.headers["Allow"] == allow
     store.wait_quiet()
     assert count_rows(store) == before
 
@@ -340,6 +359,22 @@ def test_the_api_counts_its_answers_by_status_class_and_times_them(store):
     assert after["4xx"] - before["4xx"] == 5, (before, after)
     assert after["2xx"] - before["2xx"] >= 2 and after["5xx"] == before["5xx"]
     assert after["timed"] - before["timed"] >= 7
+
+
+def test_the_admin_port_answers_head_and_refuses_other_methods_and_bodies(store):
+    admin = f"http://127.0.0.1:{store.admin_ports['inventory']}"
+    for path in ("/healthz", "/readyz", "/metrics"):
+        for method in ("GET", "HEAD"):
+            assert http(admin, method, path)[0] == 200, (method, path)
+        req = urllib.request.Request(admin + path, method="DELETE")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=30)
+        assert refused.value.code == 405 and refused.value.headers["Allow"] == "GET, HEAD"
+    with socket.create_connection(("127.0.0.1", store.admin_ports["inventory"]), timeout=10) as s:
+        s.sendall(b"POST /crash HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000\r\n\r\n")
+        answer = s.recv(4096).decode(errors="replace")
+        assert answer.startswith("HTTP/1.1 413"), answer
+    assert http(admin, "GET", "/healthz")[0] == 200
 
 
 def aged_inbox_row(store, days):
