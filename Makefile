@@ -83,10 +83,13 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(SHARED_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CHECK_CFLAGS) $< -o $@ $(LDFLAGS) $(SHARED_LIB) $(LDLIBS) $(CHECK_LIBS)
 
-# The api's parked requests are tested with the api's own waiters.c.
-$(BUILD)/tests/test_waiters: tests/unit/test_waiters.c $(BUILD)/obj/services/api/waiters.o $(SHARED_LIB)
+# The api's parked requests and input checks are tested with the api's own
+# waiters.c and store.c.
+API_UNIT_OBJ := $(BUILD)/obj/services/api/waiters.o $(BUILD)/obj/services/api/store.o
+$(BUILD)/tests/test_waiters $(BUILD)/tests/test_store_input: $(BUILD)/tests/test_%: \
+		tests/unit/test_%.c $(API_UNIT_OBJ) $(SHARED_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(CHECK_CFLAGS) $< $(BUILD)/obj/services/api/waiters.o -o $@ $(LDFLAGS) \
+	$(CC) $(CFLAGS) $(CHECK_CFLAGS) $< $(API_UNIT_OBJ) -o $@ $(LDFLAGS) \
 		$(SHARED_LIB) $(LDLIBS) $(CHECK_LIBS)
 
 $(BUILD)/tests/%: tests/tools/%.c $(SHARED_LIB)
