@@ -191,24 +191,29 @@ static char *printable_copy(const void *data, size_t len, size_t max)
 }
 
 /*
- * Records a poison message: inbox row (outcome dead_letter) plus a
+ * Writes a poison message's record: inbox row (outcome dead_letter) plus a
  * "dead_letter" envelope in the outbox for <topic>.dlq, in one transaction.
+ * A minimal letter leaves out the original value and takes the inbox id as
+ * its key, which leaves little for the database to refuse. Returns
+ * ATTEMPT_DONE, ATTEMPT_FAILED if the database refused it for good, or
+ * ATTEMPT_TRANSIENT.
  */
-static enum attempt_result consumer_dead_letter(struct consumer *consumer,
-                                                const rd_kafka_message_t *msg,
-                                                const struct envelope *env, const char *inbox_id,
-                                                const char *error, int attempts)
+static enum attempt_result write_dead_letter(struct consumer *consumer,
+                                             const rd_kafka_message_t *msg,
+                                             const struct envelope *env, const char *inbox_id,
+                                             const char *error, int attempts, int minimal)
 {
     const char *topic = logical_topic(consumer, msg);
+    const char *key = env && !minimal ? env->saga_id : inbox_id;
     char dlq_topic[300], traceparent[64] = "";
     struct envelope dead;
     cJSON *payload = cJSON_CreateObject();
-    char *original = printable_copy(msg->payload, msg->len, DLQ_ORIGINAL_MAX);
+    char *original = minimal ? NULL : printable_copy(msg->payload, msg->len, DLQ_ORIGINAL_MAX);
     /* A handler's reason may quote the message or end inside a character. */
     char *reason = printable_copy(error, strlen(error), 1024);
-    int claimed;
+    int claimed, refused;
 
-    if (payload == NULL || original == NULL || reason == NULL) {
+    if (payload == NULL || (original == NULL && !minimal) || reason == NULL) {
         cJSON_Delete(payload);
         free(original);
         free(reason);
@@ -225,23 +230,23 @@ static enum attempt_result consumer_dead_letter(struct consumer *consumer,
     cJSON_AddStringToObject(payload, "original_id", env ? env->id : "");
     cJSON_AddStringToObject(payload, "original_type", env ? env->type : "");
     cJSON_AddNumberToObject(payload, "original_bytes", (double)msg->len);
-    cJSON_AddStringToObject(payload, "original_value", original);
+    if (original != NULL)
+        cJSON_AddStringToObject(payload, "original_value", original);
     free(original);
-    if (envelope_build(&dead, "dead_letter", env ? env->saga_id : "", consumer->cfg.name, env,
-                       payload) != 0)
+    if (envelope_build(&dead, "dead_letter", env && !minimal ? env->saga_id : "",
+                       consumer->cfg.name, minimal ? NULL : env, payload) != 0)
         return ATTEMPT_TRANSIENT;
     kafka_header(msg, "traceparent", traceparent, sizeof(traceparent));
 
     if (db_begin(consumer->conn) != 0)
-        goto transient;
+        goto failed;
     claimed = inbox_claim(consumer->conn, inbox_id, topic, msg, "dead_letter");
     if (claimed < 0)
-        goto rollback;
-    if (claimed == 1 && outbox_enqueue(consumer->conn, dlq_topic, env ? env->saga_id : inbox_id,
-                                       &dead, traceparent) != 0)
-        goto rollback;
+        goto failed;
+    if (claimed == 1 && outbox_enqueue(consumer->conn, dlq_topic, key, &dead, traceparent) != 0)
+        goto failed;
     if (db_commit(consumer->conn) != 0)
-        goto transient;
+        goto failed;
     envelope_free(&dead);
     if (claimed == 1) {
         metrics_inc(consumer->m_dead);
@@ -250,11 +255,41 @@ static enum attempt_result consumer_dead_letter(struct consumer *consumer,
                   topic, (int)msg->partition, (long long)msg->offset, inbox_id, attempts, error);
     }
     return ATTEMPT_DONE;
-rollback:
+failed:
+    /* Read before the rollback, which clears the SQLSTATE. */
+    refused = !db_last_failure_transient(consumer->conn);
     db_rollback(consumer->conn);
-transient:
     envelope_free(&dead);
-    return ATTEMPT_TRANSIENT;
+    return refused && !db_is_broken(consumer->conn) ? ATTEMPT_FAILED : ATTEMPT_TRANSIENT;
+}
+
+/*
+ * Records a poison message (write_dead_letter). Should the database refuse
+ * that record for good, say by a constraint or trigger an operator added, a
+ * minimal one is written instead, so that the partition keeps flowing and
+ * the message can still be redriven while the topic holds it. Returns
+ * ATTEMPT_DONE or ATTEMPT_TRANSIENT.
+ */
+static enum attempt_result consumer_dead_letter(struct consumer *consumer,
+                                                const rd_kafka_message_t *msg,
+                                                const struct envelope *env, const char *inbox_id,
+                                                const char *error, int attempts)
+{
+    char sqlstate[6], minimal_error[700];
+    enum attempt_result result =
+        write_dead_letter(consumer, msg, env, inbox_id, error, attempts, 0);
+
+    if (result != ATTEMPT_FAILED)
+        return result;
+    snprintf(sqlstate, sizeof(sqlstate), "%s", db_last_sqlstate());
+    log_error("msg=\"dead letter refused, writing a minimal one\" topic=%s partition=%d "
+              "offset=%lld message_id=%s sqlstate=%s",
+              logical_topic(consumer, msg), (int)msg->partition, (long long)msg->offset, inbox_id,
+              sqlstate);
+    snprintf(minimal_error, sizeof(minimal_error),
+             "%.512s; the full dead letter was refused (SQLSTATE %s)", error, sqlstate);
+    result = write_dead_letter(consumer, msg, env, inbox_id, minimal_error, attempts, 1);
+    return result == ATTEMPT_DONE ? ATTEMPT_DONE : ATTEMPT_TRANSIENT;
 }
 
 /* One attempt: inbox row, handler, commit. */

@@ -148,6 +148,43 @@ def test_poison_message_goes_to_dead_letter_topic_and_partition_keeps_flowing(be
     assert outcomes == [["dead_letter", "3"], ["handled", "200"]]
 
 
+def test_a_dead_letter_the_database_refuses_is_written_minimal_and_the_partition_keeps_flowing(
+        bed):
+    """A constraint or trigger an operator adds to the outbox may refuse a
+    dead letter for good. Retrying it would block its partition for ever; a
+    minimal letter (no quoted value) is written instead."""
+    bed.spawn("relay")
+    bed.spawn("consume")
+    wait_until(lambda: bed.db.try_scalar("SELECT to_regclass('outbox') IS NOT NULL") == "t",
+               30, "the outbox table")
+    bed.db.query("ALTER TABLE outbox ADD CONSTRAINT small_dead_letters "
+                 "CHECK (msg_type <> 'dead_letter' OR length(value) < 2000)", as_owner=True)
+    big_id = str(uuid.uuid4())
+    big = json.dumps({"id": big_id, "type": "test_event", "version": 1, "saga_id": "k5",
+                      "causation_id": None, "correlation_id": "k5",
+                      "occurred_at": "2026-01-01T00:00:00Z", "producer": "p",
+                      "payload": {"poison": True, "padding": "x" * 3000}})
+    bed.run("produce", bed.topic, "k5", input_bytes=big.encode())
+    bed.run("poison", 1000005)  # small enough for a full dead letter
+    bed.run("write", 1, 200)
+
+    wait_for_effects(bed, 200, 60)
+    assert bed.effects() == (200, 1)
+    dead = wait_until(lambda: _dead_letters(bed, 2), 60, "two dead letters")
+    letters = [d["payload"] for d in dead]
+    minimal, = [p for p in letters if p["original_id"] == big_id]
+    assert "original_value" not in minimal
+    assert minimal["error"] == ("poison payload rejected by handler; "
+                                "the full dead letter was refused (SQLSTATE 23514)")
+    assert minimal["original_bytes"] == len(big) and minimal["attempts"] == 3
+    assert minimal["topic"] == bed.topic and minimal["group"] == bed.group
+    full, = [p for p in letters if p["original_id"] != big_id]
+    assert full["error"] == "poison payload rejected by handler"
+    assert '"poison":true' in full["original_value"]
+    outcomes = bed.db.query("SELECT outcome, count(*) FROM inbox GROUP BY 1 ORDER BY 1")
+    assert outcomes == [["dead_letter", "2"], ["handled", "200"]]
+
+
 def _dead_letters(bed, expected):
     try:
         letters = bed.dump(f"{bed.topic}.dlq")
