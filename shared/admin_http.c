@@ -55,7 +55,8 @@ static enum MHD_Result admin_handle(void *cls, struct MHD_Connection *connection
     (void)version;
     (void)upload_data;
     /* Bodies are not used here: the first call only announces the request,
-     * and one that is large is refused unread (413, then the connection
+     * and one that is large, or of no declared length (chunked, which could
+     * run on for ever), is refused unread (413 or 411, then the connection
      * closes). */
     if (*con_cls == NULL) {
         const char *length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
@@ -65,6 +66,10 @@ static enum MHD_Result admin_handle(void *cls, struct MHD_Connection *connection
         if (length != NULL && strtoull(length, NULL, 10) > ADMIN_MAX_BODY)
             return send_text(connection, MHD_HTTP_CONTENT_TOO_LARGE, "text/plain",
                              "request body too large\n", 0);
+        if (MHD_lookup_connection_value(connection, MHD_HEADER_KIND,
+                                        MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL)
+            return send_text(connection, MHD_HTTP_LENGTH_REQUIRED, "text/plain",
+                             "a request body needs a Content-Length here\n", 0);
         return MHD_YES;
     }
     if (*upload_data_size != 0) {

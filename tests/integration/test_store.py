@@ -374,6 +374,12 @@ def test_the_admin_port_answers_head_and_refuses_other_methods_and_bodies(store)
         s.sendall(b"POST /crash HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000\r\n\r\n")
         answer = s.recv(4096).decode(errors="replace")
         assert answer.startswith("HTTP/1.1 413"), answer
+    # A chunked body could run on for ever: refused before it is read.
+    with socket.create_connection(("127.0.0.1", store.admin_ports["inventory"]), timeout=10) as s:
+        s.sendall(b"POST /crash HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"1000\r\n" + b"x" * 4096 + b"\r\n")
+        answer = s.recv(4096).decode(errors="replace")
+        assert answer.startswith("HTTP/1.1 411"), answer
     assert http(admin, "GET", "/healthz")[0] == 200
 
 
