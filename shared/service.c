@@ -88,6 +88,54 @@ static int service_arguments(const struct service_spec *spec, int argc, char **a
  * service with one stops at once with the reason instead of retrying a
  * connection or a topic creation that can never work. Writes one line per
  * problem into errors; returns 0 or -1. Fills *level. */
+/*
+ * Checks the values of a parsed DATABASE_URL that libpq would refuse only
+ * when connecting, which the services would then retry for ever: the port
+ * (a list, with a host list) and sslmode. Writes one line per fault into
+ * errors; returns the bytes written.
+ */
+static size_t check_conninfo(const PQconninfoOption *parsed, char *errors, size_t errlen)
+{
+    static const char *const sslmodes[] = {"disable", "allow",     "prefer",
+                                           "require", "verify-ca", "verify-full"};
+    size_t used = 0;
+
+    for (const PQconninfoOption *o = parsed; o->keyword != NULL && used < errlen; o++) {
+        if (o->val == NULL)
+            continue;
+        if (strcmp(o->keyword, "port") == 0) {
+            const char *port = o->val;
+
+            while (used < errlen) {
+                size_t len = strcspn(port, ",");
+                int digits = len > 0 && len <= 5 && strspn(port, "0123456789") == len;
+
+                if (len > 0 && (!digits || atoi(port) < 1 || atoi(port) > 65535)) {
+                    used += (size_t)snprintf(errors + used, errlen - used,
+                                             "DATABASE_URL: port \"%.*s\" is not 1-65535\n",
+                                             (int)(len > 16 ? 16 : len), port);
+                    break;
+                }
+                if (port[len] == '\0')
+                    break;
+                port += len + 1;
+            }
+        } else if (strcmp(o->keyword, "sslmode") == 0) {
+            size_t known = 0;
+
+            while (known < sizeof(sslmodes) / sizeof(sslmodes[0]) &&
+                   strcmp(o->val, sslmodes[known]) != 0)
+                known++;
+            if (known == sizeof(sslmodes) / sizeof(sslmodes[0]))
+                used += (size_t)snprintf(errors + used, errlen - used,
+                                         "DATABASE_URL: sslmode \"%.16s\" is not disable, allow, "
+                                         "prefer, require, verify-ca or verify-full\n",
+                                         o->val);
+        }
+    }
+    return used;
+}
+
 static int check_settings(const struct service_settings *settings, enum log_level *level,
                           char *errors, size_t errlen)
 {
@@ -116,6 +164,8 @@ static int check_settings(const struct service_settings *settings, enum log_leve
         if (used < errlen && errors[used - 1] != '\n')
             used += (size_t)snprintf(errors + used, errlen - used, "\n");
     }
+    if (parsed != NULL && used < errlen)
+        used += check_conninfo(parsed, errors + used, errlen - used);
     PQconninfoFree(parsed);
     PQfreemem(pq_error);
     return used == 0 ? 0 : -1;

@@ -109,6 +109,21 @@ def test_a_setting_that_can_never_work_stops_the_service_at_once(name):
     assert all(f"\n{n}: " in everything.stderr for n in BAD_SETTINGS), everything.stderr
 
 
+@pytest.mark.parametrize("url,reason", [
+    ("postgresql://db:99999/store", 'port "99999" is not 1-65535'),
+    ("postgresql://a:5432,b:x/store", 'port "x" is not 1-65535'),
+    ("postgresql://db/store?sslmode=requre", 'sslmode "requre" is not disable'),
+])
+def test_a_database_url_libpq_would_refuse_on_connecting_stops_the_service(url, reason):
+    for service in SERVICES:
+        result = start_with(service, DATABASE_URL=url)
+        assert result.returncode == 2, (service, result.stderr[-500:])
+        assert f"bad configuration:\nDATABASE_URL: {reason}" in result.stderr, result.stderr
+    good = start_with("payment", DATABASE_URL="postgresql://a:5432,b:/store?sslmode=verify-full",
+                      LOG_LEVEL="loud")  # exits for LOG_LEVEL alone
+    assert good.returncode == 2 and "DATABASE_URL" not in good.stderr, good.stderr
+
+
 def test_a_page_the_api_cannot_serve_stops_it_at_once(tmp_path):
     big = tmp_path / "big.html"
     big.write_bytes(b"x" * (1024 * 1024 + 1))
