@@ -7,6 +7,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "stock.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -239,15 +240,23 @@ static int settle(PGconn *conn, const struct consumer_message *msg, long long or
     return emit_reply(conn, msg, reply, order, NULL, NULL, NULL);
 }
 
-static int restock(PGconn *conn, const struct consumer_message *msg)
+/* Raises the product's stock to the level asked. Returns 0, -1 when the
+ * database failed, or -2 with a reason in err when the message is bad: a
+ * product id or level missing, not a whole number, or out of range. */
+static int restock(PGconn *conn, const struct consumer_message *msg, char *err, size_t errlen)
 {
-    long long product = WIDGET_PRODUCT_ID, level = 100;
+    long long product, level;
     char product_id[16], level_text[16];
 
-    payload_int(msg->env->payload, "product_id", &product);
-    payload_int(msg->env->payload, "inventory", &level);
-    if (level < 0 || level > 1000000)
-        return CONSUMER_SKIP;
+    if (payload_int(msg->env->payload, "product_id", &product) != 0 || product < 1 ||
+        product > INT_MAX) {
+        snprintf(err, errlen, "restock without a valid product_id");
+        return -2;
+    }
+    if (payload_int(msg->env->payload, "inventory", &level) != 0 || level < 0 || level > 1000000) {
+        snprintf(err, errlen, "restock without an inventory level in 0-1000000");
+        return -2;
+    }
     snprintf(product_id, sizeof(product_id), "%lld", product);
     snprintf(level_text, sizeof(level_text), "%lld", level);
     const char *params[] = {product_id, level_text};
@@ -282,8 +291,10 @@ int stock_handle(PGconn *conn, const struct consumer_message *msg, void *arg, ch
     int rc;
 
     (void)arg;
-    if (strcmp(type, MSG_RESTOCK) == 0)
-        return restock(conn, msg) == 0 ? CONSUMER_OK : consumer_db_failure(conn);
+    if (strcmp(type, MSG_RESTOCK) == 0) {
+        rc = restock(conn, msg, err, errlen);
+        return rc == 0 ? CONSUMER_OK : rc == -2 ? CONSUMER_FAIL : consumer_db_failure(conn);
+    }
     if (strcmp(type, MSG_RESERVE_STOCK) != 0 && strcmp(type, MSG_RELEASE_STOCK) != 0 &&
         strcmp(type, MSG_COMMIT_STOCK) != 0)
         return CONSUMER_SKIP;

@@ -615,6 +615,35 @@ def test_a_forged_order_snapshot_is_dead_lettered_and_changes_nothing(store):
     store.wait_order_status(next_order, 1, timeout=60)
 
 
+def test_a_restock_the_inventory_cannot_apply_is_dead_lettered_and_stock_keeps_moving(store):
+    # Only the api sends restocks, and always within range; one that is not
+    # (a forged or buggy producer) must not hold its partition, where every
+    # reservation of the product waits behind it.
+    bad = {}
+    for reason, payload in (("an inventory level", {"product_id": 1, "inventory": 2000000}),
+                            ("an inventory level", {"product_id": 1, "inventory": -5}),
+                            ("an inventory level", {"product_id": 1}),
+                            ("a valid product_id", {"product_id": 0, "inventory": 100})):
+        message_id = str(uuid.uuid4())
+        store.produce("inventory.commands", "product-1", {
+            "id": message_id, "type": "restock", "version": 1, "saga_id": "product-1",
+            "causation_id": None, "correlation_id": "product-1",
+            "occurred_at": "2026-01-01T00:00:00Z", "producer": "forger", "payload": payload})
+        bad[message_id] = reason
+
+    def letters():
+        out = dead_letters(store, "inventory", "--json")
+        assert out.returncode == 0, out.stderr
+        found = {letter["message_id"]: letter for letter in map(json.loads, out.stdout.splitlines())
+                 if letter["message_id"] in bad}
+        return found if len(found) == len(bad) else None
+    for message_id, letter in wait_until(letters, 90, "four dead letters").items():
+        assert letter["status"] == "dead" and bad[message_id] in letter["error"], letter
+    assert http(store.base, "POST", "/restock")[0] == 200
+    _, order_id = buy(store)
+    store.wait_order_status(order_id, 1, timeout=60)
+
+
 def behind(store, service, topic):
     """Partitions of topic where service's consumer group has not committed
     everything, as the operator's `scripts/kafka.sh lag GROUP` shows them:
