@@ -12,6 +12,9 @@
 #   defaults to $<SERVICE>_OWNER_DATABASE_URL, then to that key in
 #   .local/secrets.env. SERVICE may also be a throwaway database created with
 #   `pg.sh createdb NAME`; without a sql/NAME directory only sql/common applies.
+# Migration files are named NNN_what.sql; privileges.sql in the same
+# directories is not a migration but the service role's rights on each table,
+# applied after the migrations on every run (sql/common/privileges.sql).
 # Migration files must not contain their own BEGIN/COMMIT, nor statements that
 # cannot run inside a transaction (CREATE INDEX CONCURRENTLY, VACUUM, ...).
 set -euo pipefail
@@ -45,6 +48,7 @@ fi
 
 files=()
 versions=()
+privileges=()
 add_dir() { # DIR-NAME
   local dir="$SQL_DIR/$1" f
   [ -d "$dir" ] || return 0
@@ -52,7 +56,8 @@ add_dir() { # DIR-NAME
     [ -n "$f" ] || continue
     files+=("$dir/$f")
     versions+=("$1/$f")
-  done < <(find "$dir" -maxdepth 1 -type f -name '*.sql' -printf '%f\n' | LC_ALL=C sort)
+  done < <(find "$dir" -maxdepth 1 -type f -name '[0-9]*.sql' -printf '%f\n' | LC_ALL=C sort)
+  [ ! -f "$dir/privileges.sql" ] || privileges+=("$dir/privileges.sql")
 }
 add_dir common
 if [ "$service" != common ]; then
@@ -97,6 +102,13 @@ COMMIT;
 \\endif
 EOF
   done
+  # The service role's rights, table by table, on every run (sql/common/privileges.sql).
+  echo "SELECT current_database() AS role, EXISTS (SELECT FROM pg_roles WHERE rolname = current_database()) AS has_role \\gset"
+  echo "\\if :has_role"
+  echo "BEGIN;"
+  for f in "${privileges[@]}"; do echo "\\i $(quote "$f")"; done
+  echo "COMMIT;"
+  echo "\\endif"
   echo "SELECT pg_advisory_unlock(hashtext('widgetstore.migrate')) AS unlocked \\gset"
 } >"$script"
 

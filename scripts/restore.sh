@@ -8,13 +8,14 @@
 # Usage: scripts/restore.sh SERVICE DUMP_FILE
 #   Stops and restarts SERVICE when it runs under `make up`. Restores as the
 #   database's owner role, then lets the service's own role use the schema
-#   again. Overrides (used by the tests): <SERVICE>_DATABASE_URL,
+#   again, with its rights on each table (sql/*/privileges.sql).
+#   Overrides (used by the tests): <SERVICE>_DATABASE_URL,
 #   <SERVICE>_OWNER_DATABASE_URL, KAFKA_GROUP (default SERVICE),
 #   KAFKA_TOPIC_PREFIX, KAFKA_BROKERS, SKIP_SUPERVISOR=1, REPLAY_MARGIN_S (60).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-[ $# -eq 2 ] || { sed -n '2,15p' "$0" >&2; exit 2; }
+[ $# -eq 2 ] || { sed -n '2,14p' "$0" >&2; exit 2; }
 service=$1 file=$2
 key="${service^^}_DATABASE_URL"
 url=${!key:-$(grep -E "^$key=" "$root/.local/secrets.env" | cut -d= -f2-)}
@@ -53,6 +54,9 @@ CREATE SCHEMA public;
 GRANT USAGE ON SCHEMA public TO :"role";
 SQL
 pg_restore --no-owner --exit-on-error --dbname="$owner_url" "$file"
+# The service role's rights, table by table, as the migrations leave them (a
+# dump carries the rights it was taken with, which may be older).
+bash "$here/migrate.sh" "$service" "$owner_url" >/dev/null
 
 echo "restore: replaying $topics from $from (UTC)"
 list=""

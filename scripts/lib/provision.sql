@@ -3,7 +3,9 @@
 -- with the variables name, owner, pw and opw set:
 --   :owner owns the database and its tables, and runs the migrations;
 --   :name, the role the service runs as, may only read and write rows (no
---   DDL, no TRUNCATE, nothing in any other database).
+--   DDL, no TRUNCATE, nothing in any other database). scripts/migrate.sh
+--   then narrows that, table by table, to what the service does
+--   (sql/common/privileges.sql).
 -- Idempotent; a database whose tables the service's own role made (before the
 -- roles were split) has them handed to the owner.
 SELECT format('CREATE ROLE %I', r) FROM unnest(ARRAY[:'name', :'owner']) AS r

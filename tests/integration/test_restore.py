@@ -38,6 +38,11 @@ def test_database_restored_from_a_mid_run_dump_catches_up_and_invariants_hold():
         subprocess.run(["bash", os.path.join(ROOT, "scripts", "restore.sh"), "inventory", dump],
                        env=env, check=True, capture_output=True, timeout=180)
         assert stack.dbs["inventory"].scalar("SELECT sold FROM products") != sold_before
+        # The service's role has its usual rights, no more (sql/*/privileges.sql).
+        denied = subprocess.run(["psql", stack.dbs["inventory"].url, "-X", "-c",
+                                 "DELETE FROM products WHERE false"], capture_output=True,
+                                text=True, timeout=30)
+        assert "permission denied" in denied.stderr, denied.stderr
         stack.start(["inventory"])
         stack.wait_quiet(timeout=90)
         assert stack.dbs["inventory"].scalar("SELECT sold FROM products") == sold_before

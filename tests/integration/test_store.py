@@ -732,6 +732,23 @@ def test_a_connection_left_read_only_is_replaced_once_writes_are_possible_again(
     wait_dispatched_once(store, order_id)
 
 
+ROLE_CANNOT = {
+    "common": ["UPDATE inbox SET outcome = outcome WHERE false",
+               "UPDATE outbox SET topic = topic WHERE false",
+               "INSERT INTO schema_migrations (version) VALUES ('intruder')",
+               "DELETE FROM schema_migrations WHERE false"],
+    "checkout": ["UPDATE saga_steps SET attempt = attempt WHERE false",
+                 "DELETE FROM saga_steps WHERE false", "DELETE FROM sagas WHERE false",
+                 "DELETE FROM orders WHERE false"],
+    "api": ["DELETE FROM orders WHERE false", "DELETE FROM products WHERE false",
+            "UPDATE checkout_requests SET idempotency_key = idempotency_key WHERE false"],
+    "inventory": ["DELETE FROM products WHERE false", "DELETE FROM reservations WHERE false",
+                  "INSERT INTO products SELECT * FROM products WHERE false"],
+    "payment": ["DELETE FROM payments WHERE false"],
+    "dispatch": ["DELETE FROM shipments WHERE false"],
+}
+
+
 def test_each_service_role_may_only_read_and_write_rows_of_its_own_database(store):
     for service, db in store.dbs.items():
         for sql in ("DROP TABLE inbox", "TRUNCATE inbox", "ALTER TABLE inbox ADD COLUMN x int",
@@ -741,6 +758,12 @@ def test_each_service_role_may_only_read_and_write_rows_of_its_own_database(stor
             assert re.search(r"must be owner|permission denied", refused.value.stderr), \
                 f"{service}: {sql}: {refused.value.stderr}"
         assert db.scalar("SELECT count(*) >= 0 FROM inbox") == "t"
+        # Within its tables, only what the service does (sql/*/privileges.sql):
+        # an audit trail cannot be rewritten, nor a row deleted that never is.
+        for sql in ROLE_CANNOT["common"] + ROLE_CANNOT[service]:
+            with pytest.raises(subprocess.CalledProcessError) as refused:
+                db.query(sql)
+            assert "permission denied" in refused.value.stderr, f"{service}: {sql}"
         other = store.dbs["api" if service != "api" else "checkout"]
         url = db.url.rsplit("/", 1)[0] + "/" + other.url.rsplit("/", 1)[1]
         denied = subprocess.run(["psql", url, "-X", "-c", "SELECT 1"], capture_output=True,

@@ -1,0 +1,5 @@
+-- The api role's rights on its tables (see sql/common/privileges.sql).
+-- Read-model rows are upserted, never deleted (scripts/rebuild-read-model.sh
+-- truncates as the owner); an idempotency record is written once.
+GRANT SELECT, INSERT, UPDATE ON products, orders, order_progress TO :"role";
+GRANT SELECT, INSERT ON checkout_requests TO :"role";

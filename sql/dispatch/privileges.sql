@@ -1,0 +1,2 @@
+-- The dispatch role's rights on its table (see sql/common/privileges.sql).
+GRANT SELECT, INSERT, UPDATE ON shipments TO :"role";
