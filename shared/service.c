@@ -84,10 +84,6 @@ static int service_arguments(const struct service_spec *spec, int argc, char **a
     exit(2);
 }
 
-/* Checks what config_load cannot: values a later step would refuse, so a
- * service with one stops at once with the reason instead of retrying a
- * connection or a topic creation that can never work. Writes one line per
- * problem into errors; returns 0 or -1. Fills *level. */
 /*
  * Checks the values of a parsed DATABASE_URL that libpq would refuse only
  * when connecting, which the services would then retry for ever: the port
@@ -136,6 +132,10 @@ static size_t check_conninfo(const PQconninfoOption *parsed, char *errors, size_
     return used;
 }
 
+/* Checks what config_load cannot: values a later step would refuse, so a
+ * service with one stops at once with the reason instead of retrying a
+ * connection or a topic creation that can never work. Writes one line per
+ * problem into errors; returns 0 or -1. Fills *level. */
 static int check_settings(const struct service_settings *settings, enum log_level *level,
                           char *errors, size_t errlen)
 {

@@ -461,6 +461,18 @@ def wait_dead_letter(store, service, message_type):
     return letter
 
 
+def wait_dead_letters(store, service, message_ids):
+    """Waits up to 90 s until service has a dead letter for each of
+    message_ids; returns them by message id."""
+    def letters():
+        out = dead_letters(store, service, "--json")
+        assert out.returncode == 0, out.stderr
+        found = {letter["message_id"]: letter for letter in map(json.loads, out.stdout.splitlines())
+                 if letter["message_id"] in message_ids}
+        return found if len(found) == len(message_ids) else None
+    return wait_until(letters, 90, f"{len(message_ids)} dead letters in {service}")
+
+
 @contextlib.contextmanager
 def blocked(db, table, check):
     """A CHECK constraint on table while the block runs, standing in for a bug
@@ -598,13 +610,7 @@ def test_a_forged_order_snapshot_is_dead_lettered_and_changes_nothing(store):
     forge("payment_id is not a UUID", payment_id=f"{payment_id}|1")
     forge("out of range", order_id=0)
 
-    def letters():
-        out = dead_letters(store, "api", "--json")
-        assert out.returncode == 0, out.stderr
-        found = {letter["message_id"]: letter for letter in map(json.loads, out.stdout.splitlines())
-                 if letter["message_id"] in forged}
-        return found if len(found) == len(forged) else None
-    for message_id, letter in wait_until(letters, 90, "four dead letters").items():
+    for message_id, letter in wait_dead_letters(store, "api", forged).items():
         assert letter["topic"] == "checkout.events" and letter["status"] == "dead"
         assert forged[message_id] in letter["error"], letter
     assert store.get_json(f"/order/{order_id}") == before
@@ -631,13 +637,7 @@ def test_a_restock_the_inventory_cannot_apply_is_dead_lettered_and_stock_keeps_m
             "occurred_at": "2026-01-01T00:00:00Z", "producer": "forger", "payload": payload})
         bad[message_id] = reason
 
-    def letters():
-        out = dead_letters(store, "inventory", "--json")
-        assert out.returncode == 0, out.stderr
-        found = {letter["message_id"]: letter for letter in map(json.loads, out.stdout.splitlines())
-                 if letter["message_id"] in bad}
-        return found if len(found) == len(bad) else None
-    for message_id, letter in wait_until(letters, 90, "four dead letters").items():
+    for message_id, letter in wait_dead_letters(store, "inventory", bad).items():
         assert letter["status"] == "dead" and bad[message_id] in letter["error"], letter
     assert http(store.base, "POST", "/restock")[0] == 200
     _, order_id = buy(store)
