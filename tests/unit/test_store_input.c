@@ -11,18 +11,25 @@
 #include "api/store.h"
 #include "run_tests.h"
 
+/* valid accepts max repetitions of c, and refuses one more. */
+static void assert_longest_accepted(int (*valid)(const char *), size_t max, char c)
+{
+    char text[128];
+
+    ck_assert_uint_lt(max + 1, sizeof(text));
+    memset(text, c, max);
+    text[max] = '\0';
+    ck_assert_int_eq(valid(text), 1);
+    text[max] = c;
+    text[max + 1] = '\0';
+    ck_assert_int_eq(valid(text), 0);
+}
+
 START_TEST(keys_are_1_to_100_safe_characters)
 {
-    char key[102];
-
     ck_assert_int_eq(store_valid_key("a"), 1);
     ck_assert_int_eq(store_valid_key("test-7f3c_9.a:b"), 1);
-    memset(key, 'k', 100);
-    key[100] = '\0';
-    ck_assert_int_eq(store_valid_key(key), 1);
-    key[100] = 'k';
-    key[101] = '\0';
-    ck_assert_int_eq(store_valid_key(key), 0);
+    assert_longest_accepted(store_valid_key, 100, 'k');
     ck_assert_int_eq(store_valid_key(""), 0);
     /* Anything that could break a notification ("KEY ANSWER", '|') or a log. */
     static const char *const bad[] = {"a b", "a|b", "a/b", "a%00", "a\x7f", "caf\xc3\xa9", "a\n"};
@@ -33,20 +40,13 @@ END_TEST
 
 START_TEST(statuses_are_lowercase_words)
 {
-    char status[34];
-
     ck_assert_int_eq(store_valid_status("paid"), 1);
     ck_assert_int_eq(store_valid_status("card_declined"), 1);
     ck_assert_int_eq(store_valid_status(""), 0);
     ck_assert_int_eq(store_valid_status("PAID"), 0);
     ck_assert_int_eq(store_valid_status("paid!"), 0);
     ck_assert_int_eq(store_valid_status("pa id"), 0);
-    memset(status, 'x', 32);
-    status[32] = '\0';
-    ck_assert_int_eq(store_valid_status(status), 1);
-    status[32] = 'x';
-    status[33] = '\0';
-    ck_assert_int_eq(store_valid_status(status), 0);
+    assert_longest_accepted(store_valid_status, 32, 'x');
 }
 END_TEST
 
