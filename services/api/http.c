@@ -219,6 +219,12 @@ static enum MHD_Result respond_text(struct MHD_Connection *connection, int statu
                    MHD_RESPMEM_MUST_COPY, allow);
 }
 
+/* 405, with the methods the route allows. */
+static enum MHD_Result method_not_allowed(struct MHD_Connection *connection, const char *allow)
+{
+    return respond_text(connection, 405, "Method not allowed\n", allow);
+}
+
 /* Splits "/a/b/c" after prefix into at most n segments; returns the count, or
  * -1 if a segment is empty or there are more than n. */
 static int split_path(const char *rest, char segments[][160], int n)
@@ -261,18 +267,18 @@ static enum MHD_Result route(struct http_server *server, struct MHD_Connection *
 
     if (strcmp(url, "/") == 0) {
         if (!is_get)
-            return respond_text(connection, 405, "Method not allowed\n", GET_ALLOW);
+            return method_not_allowed(connection, GET_ALLOW);
         return respond(connection, 200, "text/html; charset=utf-8", server->page, server->page_len,
                        MHD_RESPMEM_PERSISTENT, NULL);
     }
     if (strcmp(url, "/healthz") == 0)
         return is_get ? respond_text(connection, 200, "ok\n", NULL)
-                      : respond_text(connection, 405, "Method not allowed\n", GET_ALLOW);
+                      : method_not_allowed(connection, GET_ALLOW);
     if (strcmp(url, "/readyz") == 0) {
         char why[256] = "not ready";
 
         if (!is_get)
-            return respond_text(connection, 405, "Method not allowed\n", GET_ALLOW);
+            return method_not_allowed(connection, GET_ALLOW);
         if (service_is_ready(server->svc, why, sizeof(why)))
             return respond_text(connection, 200, "ready\n", NULL);
         strncat(why, "\n", sizeof(why) - strlen(why) - 1);
@@ -283,7 +289,7 @@ static enum MHD_Result route(struct http_server *server, struct MHD_Connection *
         char *text;
 
         if (!is_get)
-            return respond_text(connection, 405, "Method not allowed\n", GET_ALLOW);
+            return method_not_allowed(connection, GET_ALLOW);
         text = metrics_render(&len);
         if (text == NULL)
             return respond_text(connection, 500, "out of memory\n", NULL);
@@ -292,7 +298,7 @@ static enum MHD_Result route(struct http_server *server, struct MHD_Connection *
     }
     if (strcmp(url, "/crash_application") == 0) {
         if (!is_post)
-            return respond_text(connection, 405, "Method not allowed\n", "POST");
+            return method_not_allowed(connection, "POST");
         log_warn("msg=\"application crash requested\"");
         service_crash_soon();
         return respond(connection, 200, "application/json",
@@ -301,32 +307,32 @@ static enum MHD_Result route(struct http_server *server, struct MHD_Connection *
     }
     if (strcmp(url, "/product") == 0) {
         if (!is_get)
-            return respond_text(connection, 405, "Method not allowed\n", GET_ALLOW);
+            return method_not_allowed(connection, GET_ALLOW);
         job = JOB_PRODUCT;
     } else if (strcmp(url, "/orders") == 0) {
         if (!is_get)
-            return respond_text(connection, 405, "Method not allowed\n", GET_ALLOW);
+            return method_not_allowed(connection, GET_ALLOW);
         job = JOB_ORDERS;
     } else if (strcmp(url, "/restock") == 0) {
         if (!is_post)
-            return respond_text(connection, 405, "Method not allowed\n", "POST");
+            return method_not_allowed(connection, "POST");
         job = JOB_RESTOCK;
     } else if (strncmp(url, "/order/", 7) == 0) {
         if (!is_get)
-            return respond_text(connection, 405, "Method not allowed\n", GET_ALLOW);
+            return method_not_allowed(connection, GET_ALLOW);
         if (split_path(url + 7, state->args, 1) != 1)
             return respond_text(connection, 400, "Invalid order ID: expected a positive integer\n",
                                 NULL);
         job = JOB_ORDER;
     } else if (strncmp(url, "/checkout/", 10) == 0) {
         if (!is_post)
-            return respond_text(connection, 405, "Method not allowed\n", "POST");
+            return method_not_allowed(connection, "POST");
         if (split_path(url + 10, state->args, 1) != 1)
             return respond_text(connection, 400, "Invalid idempotency key\n", NULL);
         job = JOB_CHECKOUT;
     } else if (strncmp(url, "/payment_webhook/", 17) == 0) {
         if (!is_post)
-            return respond_text(connection, 405, "Method not allowed\n", "POST");
+            return method_not_allowed(connection, "POST");
         if (split_path(url + 17, state->args, 2) != 2)
             return respond_text(connection, 404,
                                 "Not found: use /payment_webhook/{payment_id}/{status}\n", NULL);
@@ -544,11 +550,11 @@ struct http_server *http_start(int port, int threads, int db_workers, struct sto
     server->m_duration = metrics_histogram(
         "http_request_duration_ms", NULL,
         "from a request's headers to its end, waits for the order's answer included");
-    for (int class = 2; class <= 5; class ++) {
+    for (int hundreds = 2; hundreds <= 5; hundreds++) {
         char labels[32];
 
-        snprintf(labels, sizeof(labels), "class=\"%dxx\"", class);
-        responses_by_class[class] =
+        snprintf(labels, sizeof(labels), "class=\"%dxx\"", hundreds);
+        responses_by_class[hundreds] =
             metrics_counter("http_responses_total", labels, "HTTP responses by status class");
     }
     /* A connection costs its buffer and nothing else (no thread): at most
