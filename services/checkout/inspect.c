@@ -157,9 +157,10 @@ int inspect_route(void *arg, const char *method, const char *path, int *status, 
 }
 
 /* The states short of completed and cancelled, as the sagas_open index has
- * them (sql/checkout/001_sagas.sql). */
-static const char *const open_states[] = {"reserving",   "opening_payment", "awaiting_payment",
-                                          "dispatching", "compensating",    "compensation_failed"};
+ * them (sql/checkout/001_sagas.sql, 003_expiring_payment.sql). */
+static const char *const open_states[] = {
+    "reserving",   "opening_payment", "awaiting_payment",   "expiring_payment",
+    "dispatching", "compensating",    "compensation_failed"};
 #define OPEN_STATES (sizeof(open_states) / sizeof(open_states[0]))
 static struct metric *open_gauges[OPEN_STATES];
 

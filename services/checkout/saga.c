@@ -287,6 +287,19 @@ static int send_compensations(PGconn *conn, const struct consumer_message *cause
     return 0;
 }
 
+/* Asks payment to cancel the payment unless it is paid already. Payment
+ * decides the race with the provider's result: it answers payment_voided, or
+ * payment_succeeded when the money came first. */
+static int expire_payment(PGconn *conn, const struct consumer_message *cause,
+                          const struct saga *saga)
+{
+    cJSON *payload = cJSON_CreateObject();
+
+    cJSON_AddStringToObject(payload, "payment_id", saga->payment_id);
+    cJSON_AddTrueToObject(payload, "unless_paid");
+    return command(conn, cause, saga, TOPIC_PAYMENT_COMMANDS, MSG_CANCEL_PAYMENT, payload);
+}
+
 /* Gives up on the payment: cancel the order, release its stock, void its
  * payment, and keep retrying those until both are confirmed. */
 static int compensate(PGconn *conn, const struct consumer_message *cause, struct saga *saga,
@@ -493,9 +506,12 @@ static int advance(PGconn *conn, const struct consumer_message *msg, const struc
                    ? -1
                    : saga_step(conn, saga, type, "reserving", id, payment_id);
     }
-    if (strcmp(type, MSG_PAYMENT_SUCCEEDED) == 0 && strcmp(state, "awaiting_payment") == 0) {
+    int expiring = strcmp(state, "expiring_payment") == 0;
+    if (strcmp(type, MSG_PAYMENT_SUCCEEDED) == 0 &&
+        (strcmp(state, "awaiting_payment") == 0 || expiring)) {
         return saga_step(conn, saga, type, "dispatching", id, NULL) != 0 ||
                        timer_clear(conn, saga->saga_id, "payment_timeout") != 0 ||
+                       (expiring && timer_clear(conn, saga->saga_id, "compensation_retry") != 0) ||
                        order_update(conn, msg, saga, ORDER_PAID, NULL, NULL) != 0 ||
                        command(conn, msg, saga, TOPIC_INVENTORY_COMMANDS, MSG_COMMIT_STOCK, NULL) !=
                            0 ||
@@ -504,8 +520,22 @@ static int advance(PGconn *conn, const struct consumer_message *msg, const struc
                    ? -1
                    : 0;
     }
-    if (strcmp(type, MSG_PAYMENT_FAILED) == 0 && strcmp(state, "awaiting_payment") == 0)
+    if (strcmp(type, MSG_PAYMENT_FAILED) == 0 &&
+        (strcmp(state, "awaiting_payment") == 0 || expiring))
         return compensate(conn, msg, saga, cfg, type, "payment failed");
+    if (strcmp(type, MSG_PAYMENT_VOIDED) == 0 && expiring) {
+        const char *params[] = {saga->saga_id};
+
+        /* Cancelled before any money came: now give up on the order. */
+        saga->payment_voided = 1;
+        saga->compensation_attempts = 0;
+        return db_exec_later(conn, "payment expired",
+                             "UPDATE sagas SET payment_voided = true, compensation_attempts = 0 "
+                             "WHERE saga_id = $1",
+                             1, params) != 0
+                   ? -1
+                   : compensate(conn, msg, saga, cfg, type, "payment timed out");
+    }
     if (strcmp(type, MSG_STOCK_RELEASED) == 0 && !saga->stock_released)
         return compensation_confirmed(conn, saga, "stock_released", type, id, NULL);
     if (strcmp(type, MSG_PAYMENT_VOIDED) == 0 && !saga->payment_voided)
@@ -593,9 +623,20 @@ static int fire_timer(PGconn *conn, const struct saga_config *cfg, const char *s
     if (strcmp(kind, "payment_timeout") == 0) {
         if (strcmp(saga.state, "awaiting_payment") != 0)
             return 0;
-        return compensate(conn, NULL, &saga, cfg, "payment_timeout", "payment timed out");
+        /* The order stays pending until payment answers: a success already
+         * on its way (checkout or payment was down) is kept, not refunded. */
+        log_info("msg=\"payment timed out; asking payment to cancel it unless paid\" "
+                 "saga_id=%s order_id=%s",
+                 saga.saga_id, saga.order_id);
+        if (saga_step(conn, &saga, "payment_timeout", "expiring_payment", NULL,
+                      "cancel unless paid") != 0 ||
+            expire_payment(conn, NULL, &saga) != 0 ||
+            timer_set(conn, saga_id, "compensation_retry", cfg->compensation_retry_ms) != 0)
+            return -1;
+        return 0;
     }
-    if (strcmp(saga.state, "compensating") != 0)
+    int expiring = strcmp(saga.state, "expiring_payment") == 0;
+    if (strcmp(saga.state, "compensating") != 0 && !expiring)
         return 0;
     saga.compensation_attempts++;
     char attempts[16];
@@ -605,7 +646,9 @@ static int fire_timer(PGconn *conn, const struct saga_config *cfg, const char *s
                 "UPDATE sagas SET compensation_attempts = $2::int WHERE saga_id = $1", 2,
                 update) != 0)
         return -1;
-    if (saga.compensation_attempts >= cfg->max_compensation_rounds) {
+    /* An unanswered expiry only waits for payment to come back; nothing
+     * was given up yet that an operator would need to see. */
+    if (!expiring && saga.compensation_attempts >= cfg->max_compensation_rounds) {
         log_error("msg=\"compensation keeps failing; saga parked\" saga_id=%s order_id=%s "
                   "attempts=%d stock_released=%d payment_voided=%d",
                   saga.saga_id, saga.order_id, saga.compensation_attempts, saga.stock_released,
@@ -617,8 +660,9 @@ static int fire_timer(PGconn *conn, const struct saga_config *cfg, const char *s
     long delay = cfg->compensation_retry_ms;
     for (int i = 0; i < saga.compensation_attempts && delay < 60000; i++)
         delay *= 2;
-    if (saga_step(conn, &saga, "compensation_retry", "compensating", NULL, "resent") != 0 ||
-        send_compensations(conn, NULL, &saga) != 0 ||
+    if (saga_step(conn, &saga, "compensation_retry", saga.state, NULL, "resent") != 0 ||
+        (expiring ? expire_payment(conn, NULL, &saga) : send_compensations(conn, NULL, &saga)) !=
+            0 ||
         timer_set(conn, saga_id, "compensation_retry", delay < 60000 ? delay : 60000) != 0)
         return -1;
     return 0;

@@ -6,10 +6,19 @@
  * step and writes the next commands to the outbox.
  *
  *   reserving -> opening_payment -> awaiting_payment -> dispatching -> completed
- *        |                                |
- *        v (out of stock)                 v (failed, timed out)
+ *        |                             |        |             ^
+ *        |                   (timed out)        |             | (paid first)
+ *        |                             v        |             |
+ *        |                      expiring_payment ------------+
+ *        |                             |        |
+ *        v (out of stock)    (voided)  v        v (failed)
  *    cancelled <------------------- compensating --(retries exhausted)-->
  *                                                      compensation_failed
+ *
+ * A payment timeout does not cancel the order by itself: it asks payment to
+ * cancel the payment unless it is paid, and payment, which sees the
+ * provider's result and the cancel in one order, decides the race. A success
+ * that was already on its way when checkout or payment was down is kept.
  *
  * Definition version 1 asks for the payment once the stock is reserved.
  * Version 2, used when the unit price is already known, asks for both at

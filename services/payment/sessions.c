@@ -161,7 +161,9 @@ static int provider_result(PGconn *conn, const struct consumer_message *msg)
 
 /* A cancel without a payment id comes from a saga that asked for the payment
  * but had not heard back: its create command came earlier on the same
- * partition, so the order's payment, if any, is the one to void. */
+ * partition, so the order's payment, if any, is the one to void. A cancel
+ * "unless_paid" (the saga's payment timeout) leaves a captured payment alone
+ * and answers that it succeeded: the money came first, so the order goes on. */
 static int cancel_payment(PGconn *conn, const struct consumer_message *msg, const char *order)
 {
     const char *payment_id = payload_str(msg->env->payload, "payment_id");
@@ -174,6 +176,12 @@ static int cancel_payment(PGconn *conn, const struct consumer_message *msg, cons
     if (found == 0)
         return emit(conn, msg, MSG_PAYMENT_VOIDED, order, payment_id ? payment_id : "", "none");
     payment_id = id;
+    if (strcmp(status, "captured") == 0 &&
+        cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(msg->env->payload, "unless_paid"))) {
+        log_info("msg=\"payment timeout lost the race: already paid\" payment_id=%s order_id=%s",
+                 payment_id, order_id);
+        return emit(conn, msg, MSG_PAYMENT_SUCCEEDED, order_id, payment_id, NULL);
+    }
     if (strcmp(status, "pending") == 0 || strcmp(status, "cancelled") == 0) {
         outcome = "cancelled";
         if (strcmp(status, "pending") == 0 && set_status(conn, payment_id, "cancelled", NULL))

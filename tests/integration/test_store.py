@@ -256,6 +256,57 @@ def test_payment_success_after_the_timeout_is_refunded(store):
     assert store.get_json(f"/order/{order_id}")["order_status"] == -1
 
 
+def payment_status(store, payment_id):
+    return store.dbs["payment"].scalar(
+        f"SELECT status FROM payments WHERE payment_id = '{payment_id}'")
+
+
+def saga_events(store, key):
+    return [step for (step,) in store.dbs["checkout"].query(
+        f"SELECT event FROM saga_steps WHERE saga_id = '{key}' ORDER BY step_id")]
+
+
+@pytest.mark.parametrize("down", [["checkout"], ["checkout", "payment"]],
+                         ids=["checkout-down", "checkout-and-payment-down"])
+def test_a_payment_made_in_time_is_kept_when_an_outage_delays_it_past_the_timeout(store, down):
+    # The customer pays in time, but the success cannot reach the saga before
+    # its payment timeout falls due: checkout is down (and, in the second
+    # case, payment too, so the timeout fires before payment has read the
+    # provider's result). Payment decides the race, in the order it got the
+    # result and the cancel: the money came first, so the order is
+    # dispatched and the payment stays captured, not refunded.
+    key = new_key()
+    status, payment_id = store.checkout(key)
+    assert status == 200, payment_id
+    order_id = order_of(store, key)
+    store.stop(down)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        try:
+            answer = pool.submit(store.webhook, payment_id, "paid")
+            if "payment" in down:
+                wait_until(lambda: any(
+                    m["type"] == "provider_result" and m["payload"]["payment_id"] == payment_id
+                    for m in store.dump("payment.commands")), 20,
+                    "the provider's result to wait in payment.commands")
+            else:
+                wait_until(lambda: payment_status(store, payment_id) == "captured", 20,
+                           "the payment to be captured")
+            wait_until(lambda: store.dbs["checkout"].scalar(
+                f"SELECT count(*) FROM timers WHERE saga_id = '{key}' "
+                f"AND kind = 'payment_timeout' AND fire_at < now()") == "1",
+                PAYMENT_TIMEOUT_MS / 1000 + 10, "the payment timeout to fall due")
+            store.start(["checkout"])
+            if "payment" in down:
+                wait_until(lambda: "payment_timeout" in saga_events(store, key), 20,
+                           "the timeout to fire while payment is down")
+        finally:
+            store.start([service for service in down if service not in store.wanted])
+        assert answer.result() == (200, order_id)
+    store.wait_order_status(order_id, 2)
+    assert payment_status(store, payment_id) == "captured"
+    wait_until(lambda: saga_of(store, key)["state"] == "completed", 20, "the saga to complete")
+
+
 BAD_REQUESTS = [
     ("GET", "/order/abc", 400),
     ("GET", "/order/-3", 400),
