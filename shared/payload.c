@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "envelope.h"
 #include "outbox.h"
@@ -36,6 +37,24 @@ const char *payload_str(const cJSON *payload, const char *name)
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(payload, name);
 
     return cJSON_IsString(item) ? item->valuestring : NULL;
+}
+
+int payload_copy_text(char *out, size_t cap, const char *text)
+{
+    size_t len = strlen(text);
+
+    if (len < cap) {
+        memcpy(out, text, len + 1);
+        return 0;
+    }
+    len = cap - 1;
+    /* Back off over continuation bytes (10xxxxxx) to the lead byte of the
+     * sequence the cut falls in, and leave that sequence out. */
+    while (len > 0 && ((unsigned char)text[len] & 0xC0) == 0x80)
+        len--;
+    memcpy(out, text, len);
+    out[len] = '\0';
+    return 1;
 }
 
 int payload_emit(PGconn *conn, const char *topic, const char *key, const char *type,

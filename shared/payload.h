@@ -24,6 +24,11 @@ int payload_positive_id(const cJSON *payload, const char *name, long long *out, 
 /* Returns the string field, or NULL if missing or not a string. */
 const char *payload_str(const cJSON *payload, const char *name);
 
+/* Copies text into out (capacity cap > 0), cut short if it does not fit, but
+ * never inside a UTF-8 sequence: the copy stays valid UTF-8, which PostgreSQL
+ * requires of text. Returns 1 if text was cut, else 0. */
+int payload_copy_text(char *out, size_t cap, const char *text);
+
 /*
  * Writes unit_price (a decimal string with at most 2 decimals, as numeric(10,2)
  * prints it) times quantity (decimal text) into out, exactly, in cents: "99.99"

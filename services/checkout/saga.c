@@ -202,7 +202,7 @@ static int order_update(PGconn *conn, const struct consumer_message *cause, stru
     cJSON *payload;
 
     if (reason != NULL) {
-        snprintf(saga->reason, sizeof(saga->reason), "%s", reason);
+        payload_copy_text(saga->reason, sizeof(saga->reason), reason);
         saga->has_reason = 1;
     }
     if (payment_id != NULL)

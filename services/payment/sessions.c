@@ -40,8 +40,9 @@ static int create_payment(PGconn *conn, const struct consumer_message *msg, cons
     char payment_id[ENVELOPE_UUID_LEN + 1];
     PGresult *res;
 
+    /* Never open a payment for an amount nobody gave. */
     if (amount == NULL)
-        amount = "0";
+        return CONSUMER_FAIL;
     envelope_new_uuid(payment_id);
     {
         const char *params[] = {payment_id, order_id, msg->env->saga_id, amount};
@@ -128,8 +129,9 @@ static int provider_result(PGconn *conn, const struct consumer_message *msg)
     int paid = result && strcmp(result, "paid") == 0;
     int found;
 
-    if (payment_id == NULL)
-        return CONSUMER_SKIP;
+    /* Only "paid" or "failed": anything else is not a result to act on. */
+    if (payment_id == NULL || result == NULL || (!paid && strcmp(result, "failed") != 0))
+        return CONSUMER_FAIL;
     found = load_payment(conn, payment_id, NULL, NULL, status, order_id);
     if (found <= 0) {
         if (found == 0)
@@ -219,6 +221,13 @@ int sessions_handle(PGconn *conn, const struct consumer_message *msg, void *arg,
                                                    : cancel_payment(conn, msg, order_id);
     } else {
         return CONSUMER_SKIP;
+    }
+    if (rc == CONSUMER_FAIL) {
+        snprintf(err, errlen, "%s without %s", type,
+                 strcmp(type, MSG_CREATE_PAYMENT) == 0
+                     ? "an amount"
+                     : "a payment_id and a status paid or failed");
+        return CONSUMER_FAIL;
     }
     if (rc < 0) {
         snprintf(err, errlen, "database failure (SQLSTATE %s)", db_last_sqlstate());

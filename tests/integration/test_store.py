@@ -672,6 +672,17 @@ def test_a_forged_order_snapshot_is_dead_lettered_and_changes_nothing(store):
     store.wait_order_status(next_order, 1, timeout=60)
 
 
+def forge(store, topic, key, msg_type, payload):
+    """Publishes a well-formed envelope of msg_type with payload on topic, as
+    a forged or buggy producer would; returns its message id."""
+    message_id = str(uuid.uuid4())
+    store.produce(topic, key, {
+        "id": message_id, "type": msg_type, "version": 1, "saga_id": key,
+        "causation_id": None, "correlation_id": key,
+        "occurred_at": "2026-01-01T00:00:00Z", "producer": "forger", "payload": payload})
+    return message_id
+
+
 def test_a_restock_the_inventory_cannot_apply_is_dead_lettered_and_stock_keeps_moving(store):
     # Only the api sends restocks, and always within range; one that is not
     # (a forged or buggy producer) must not hold its partition, where every
@@ -681,18 +692,40 @@ def test_a_restock_the_inventory_cannot_apply_is_dead_lettered_and_stock_keeps_m
                             ("an inventory level", {"product_id": 1, "inventory": -5}),
                             ("an inventory level", {"product_id": 1}),
                             ("a valid product_id", {"product_id": 0, "inventory": 100})):
-        message_id = str(uuid.uuid4())
-        store.produce("inventory.commands", "product-1", {
-            "id": message_id, "type": "restock", "version": 1, "saga_id": "product-1",
-            "causation_id": None, "correlation_id": "product-1",
-            "occurred_at": "2026-01-01T00:00:00Z", "producer": "forger", "payload": payload})
-        bad[message_id] = reason
+        bad[forge(store, "inventory.commands", "product-1", "restock", payload)] = reason
 
     for message_id, letter in wait_dead_letters(store, "inventory", bad).items():
         assert letter["status"] == "dead" and bad[message_id] in letter["error"], letter
     assert http(store.base, "POST", "/restock")[0] == 200
     _, order_id = buy(store)
     store.wait_order_status(order_id, 1, timeout=60)
+
+
+def test_a_payment_command_missing_what_it_needs_is_dead_lettered_and_decides_nothing(store):
+    # A provider result must say paid or failed, and a payment is opened only
+    # for an amount: a forged or buggy message saying less must neither fail
+    # a customer's payment nor open one for nothing.
+    key = new_key()
+    status, payment_id = store.checkout(key)
+    assert status == 200, payment_id
+    order_id = order_of(store, key)
+    unknown_order = 2000000000 + int(order_id)
+    bad = {
+        forge(store, "payment.commands", key, "provider_result", {"payment_id": payment_id}):
+            "a status paid or failed",
+        forge(store, "payment.commands", key, "provider_result",
+              {"payment_id": payment_id, "status": "PAID"}): "a status paid or failed",
+        forge(store, "payment.commands", key, "create_payment", {"order_id": unknown_order}):
+            "an amount",
+    }
+    for message_id, letter in wait_dead_letters(store, "payment", bad).items():
+        assert letter["status"] == "dead" and bad[message_id] in letter["error"], letter
+    assert payment_status(store, payment_id) == "pending"
+    assert store.dbs["payment"].scalar(
+        f"SELECT count(*) FROM payments WHERE order_id = {unknown_order}") == "0"
+    # The customer's own result still decides the order.
+    assert store.webhook(payment_id, "paid") == (200, order_id)
+    assert payment_status(store, payment_id) == "captured"
 
 
 def behind(store, service, topic):

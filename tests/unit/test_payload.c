@@ -1,6 +1,7 @@
 /*
  * test_payload.c - exact money arithmetic for order amounts
- * (payload_amount_times), which checkout computes without asking the database.
+ * (payload_amount_times), which checkout computes without asking the database,
+ * and text cut to fit without breaking UTF-8 (payload_copy_text).
  */
 #include <check.h>
 #include <string.h>
@@ -45,11 +46,39 @@ START_TEST(malformed_or_too_large_is_refused)
 }
 END_TEST
 
+START_TEST(text_is_cut_only_between_utf8_sequences)
+{
+    char out[6];
+
+    ck_assert_int_eq(payload_copy_text(out, sizeof(out), "abcde"), 0);
+    ck_assert_str_eq(out, "abcde");
+    ck_assert_int_eq(payload_copy_text(out, sizeof(out), "abcdef"), 1);
+    ck_assert_str_eq(out, "abcde");
+    /* "abc" then e-acute (2 bytes): 5 bytes fit exactly. */
+    ck_assert_int_eq(payload_copy_text(out, sizeof(out), "abc\xC3\xA9"), 0);
+    ck_assert_str_eq(out, "abc\xC3\xA9");
+    /* "abcd" then e-acute: the cut would split it, so it is left out. */
+    ck_assert_int_eq(payload_copy_text(out, sizeof(out), "abcd\xC3\xA9"), 1);
+    ck_assert_str_eq(out, "abcd");
+    /* A euro sign (3 bytes) at offsets 3-5, and a 4-byte emoji at 2-5. */
+    ck_assert_int_eq(payload_copy_text(out, sizeof(out), "abc\xE2\x82\xAC"), 1);
+    ck_assert_str_eq(out, "abc");
+    ck_assert_int_eq(payload_copy_text(out, sizeof(out), "ab\xF0\x9F\x98\x80"), 1);
+    ck_assert_str_eq(out, "ab");
+    /* A 4-byte emoji at 1-4 fits whole. */
+    ck_assert_int_eq(payload_copy_text(out, sizeof(out), "a\xF0\x9F\x98\x80z"), 1);
+    ck_assert_str_eq(out, "a\xF0\x9F\x98\x80");
+    ck_assert_int_eq(payload_copy_text(out, 1, "abc"), 1);
+    ck_assert_str_eq(out, "");
+}
+END_TEST
+
 int main(void)
 {
     const TTest *const tests[] = {
         amounts_are_exact_in_cents,
         malformed_or_too_large_is_refused,
+        text_is_cut_only_between_utf8_sequences,
     };
 
     return run_tests("payload", "amount", tests, sizeof(tests) / sizeof(tests[0]));
