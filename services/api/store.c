@@ -85,10 +85,15 @@ int store_parse_order_id(const char *text, long long *out)
     return 1;
 }
 
+/* query_value()'s answer when the server cancelled the statement after
+ * API_DB_TIMEOUT_MS (SQLSTATE 57014): the database is busy, not gone. */
+#define QUERY_TIMED_OUT (-2)
+
 /*
  * Runs a one-value query on a pooled connection. Returns 1 and a malloc'd
- * copy of the value in *value (NULL for SQL NULL), 0 when no row, -1 when the
- * database failed.
+ * copy of the value in *value (NULL for SQL NULL), 0 when no row,
+ * QUERY_TIMED_OUT when the statement ran too long, -1 when the database
+ * failed otherwise.
  */
 static int query_value(struct store *store, const char *what, const char *sql, int nparams,
                        const char *const *params, char **value)
@@ -102,7 +107,7 @@ static int query_value(struct store *store, const char *what, const char *sql, i
         return -1;
     res = db_query(conn, what, sql, nparams, params);
     if (res == NULL) {
-        rc = -1;
+        rc = strcmp(db_last_sqlstate(), "57014") == 0 ? QUERY_TIMED_OUT : -1;
     } else if (PQntuples(res) == 0) {
         rc = 0;
     } else {
@@ -182,6 +187,14 @@ out:
     return rc;
 }
 
+/* The 503 for a read that query_value() could not make (rc < 0). */
+static void reply_read_failed(struct store_reply *reply, int rc)
+{
+    reply_text(reply, 503,
+               rc == QUERY_TIMED_OUT ? "Database busy (query timed out), try again\n"
+                                     : "Database unavailable, try again\n");
+}
+
 void store_product(struct store *store, struct store_reply *reply)
 {
     char *json = NULL;
@@ -192,7 +205,7 @@ void store_product(struct store *store, struct store_reply *reply)
                          0, NULL, &json);
 
     if (rc < 0)
-        reply_text(reply, 503, "Database unavailable, try again\n");
+        reply_read_failed(reply, rc);
     else if (rc == 0)
         reply_text(reply, 503, "Product not loaded yet, try again\n");
     else
@@ -215,7 +228,7 @@ void store_orders(struct store *store, struct store_reply *reply)
                          0, NULL, &json);
 
     if (rc < 0)
-        reply_text(reply, 503, "Database unavailable, try again\n");
+        reply_read_failed(reply, rc);
     else
         reply_json(reply, json ? json : "[]");
     free(json);
@@ -239,7 +252,7 @@ void store_order(struct store *store, const char *id_text, struct store_reply *r
                      "USING (order_id) WHERE o.order_id = $1::bigint",
                      1, params, &json);
     if (rc < 0)
-        reply_text(reply, 503, "Database unavailable, try again\n");
+        reply_read_failed(reply, rc);
     else if (rc == 0)
         reply_text(reply, 404, "Order not found\n");
     else
@@ -508,7 +521,7 @@ enum store_step store_webhook(struct store *store, struct store_call *call, cons
         free(key);
         leave(store);
         if (rc < 0)
-            reply_text(reply, 503, "Database unavailable, try again\n");
+            reply_read_failed(reply, rc);
         else
             reply_text(reply, 404, "Unknown payment ID\n");
         return STORE_REPLIED;

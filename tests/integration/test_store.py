@@ -1069,7 +1069,7 @@ def test_a_locked_table_holds_only_its_readers_and_them_only_until_the_timeout(s
     # nothing but workers: the page, /healthz and /metrics are answered at
     # once. And a worker is held no longer than API_DB_TIMEOUT_MS (5 s): the
     # server cancels the statement and the reader gets 503 + Retry-After,
-    # while the lock is still there; the 4 readers queued behind the 8
+    # saying the database is busy (not gone), while the lock is still there; the 4 readers queued behind the 8
     # workers get theirs one timeout later.
     session = subprocess.Popen(["psql", store.dbs["api"].owner_url, "-X", "-q", "-A", "-t",
                                 "-v", "ON_ERROR_STOP=1"], stdin=subprocess.PIPE,
@@ -1102,7 +1102,7 @@ def test_a_locked_table_holds_only_its_readers_and_them_only_until_the_timeout(s
             answers = [f.result(timeout=40) for f in held]
             print("readers answered after", sorted(round(a[2], 1) for a in answers), "s")
             assert [(a[0], a[1]) for a in answers] == \
-                [(503, "Database unavailable, try again\n")] * readers
+                [(503, "Database busy (query timed out), try again\n")] * readers
             assert session.poll() is None and waiting_on_the_lock() == 0
         session.stdin.write("ROLLBACK;\n")
         session.stdin.flush()
