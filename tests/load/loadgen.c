@@ -15,8 +15,9 @@
  * flight, each starting when one ends.
  *
  * With --retry S, a call that fails (no answer, or 502, 503, 504: the api
- * restarting, or refusing under load) is sent again 100 ms later with the
- * same key or payment id, as a client of an idempotent API would, while the
+ * restarting, or refusing under load) is sent again with the same key or
+ * payment id, as a client of an idempotent API would: after the answer's
+ * Retry-After (seconds), or 100 ms when it has none, while the
  * purchase is younger than S seconds; the retries are counted, and the
  * latency still runs from the scheduled start. --samples FILE writes one CSV
  * line per purchase (when it was due, its outcome and latencies), which
@@ -219,9 +220,13 @@ static int on_done(CURLM *multi, struct purchase *p, CURLcode result, double now
         int transient = result != CURLE_OK || status == 502 || status == 503 || status == 504;
 
         if (transient && now - p->scheduled < retry_window_ms) {
+            curl_off_t retry_after = 0;
+
+            if (curl_easy_getinfo(p->easy, CURLINFO_RETRY_AFTER, &retry_after) != CURLE_OK)
+                retry_after = 0;
             retries[s]++;
             p->retries++;
-            p->next_send = now + 100;
+            p->next_send = now + (retry_after > 0 ? (double)retry_after * 1000.0 : 100.0);
             return 0;
         }
         errors[s]++;

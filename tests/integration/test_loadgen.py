@@ -1,0 +1,84 @@
+"""The load generator as a client: with --retry it sends a refused call again
+with the same key, after the Retry-After the api asked for, or 100 ms when
+the answer had none. Run against a stand-in for the api's two purchase calls
+that refuses each key's first checkout, so the retry is seen on the wire.
+(The store itself is driven by loadgen in the benchmarks, BENCHMARKS.md.)"""
+
+import http.server
+import json
+import os
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+
+from harness import BUILD_DIR
+
+LOADGEN = os.path.join(BUILD_DIR, "tests", "loadgen")
+
+
+class RefusingOnce(http.server.ThreadingHTTPServer):
+    """Answers each key's first POST /checkout/KEY with 503 (and Retry-After
+    when retry_after is set), the second with a payment id; every webhook
+    with order 1. Keeps when each checkout call came, by key."""
+
+    def __init__(self, retry_after):
+        self.retry_after = retry_after
+        self.calls = {}
+        self.lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        server = self.server
+        if self.path.startswith("/checkout/"):
+            with server.lock:
+                calls = server.calls.setdefault(self.path, [])
+                calls.append(time.monotonic())
+                first = len(calls) == 1
+            if first:
+                self.answer(503, "Too many purchases in progress; retry in a moment\n",
+                            server.retry_after)
+            else:
+                self.answer(200, str(uuid.uuid4()))
+        else:
+            self.answer(200, "1")
+
+    def answer(self, status, body, retry_after=None):
+        data = body.encode()
+        self.send_response(status)
+        if retry_after is not None:
+            self.send_header("Retry-After", str(retry_after))
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("retry_after,least,most", [(1, 0.95, 1.8), (None, 0.09, 0.6)],
+                         ids=["retry-after-1s", "no-retry-after"])
+def test_loadgen_retries_a_refused_checkout_after_the_delay_the_api_asked_for(
+        tmp_path, retry_after, least, most):
+    server = RefusingOnce(retry_after)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        report = tmp_path / "report.json"
+        out = subprocess.run([LOADGEN, "--url", f"http://127.0.0.1:{server.server_port}",
+                              "--concurrency", "1", "--duration", "0.5", "--retry", "10",
+                              "--json", str(report)],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    checkout = json.loads(report.read_text())["series"]["checkout"]
+    assert checkout["errors"] == 0 and checkout["retries"] == len(server.calls) >= 1, checkout
+    for path, calls in server.calls.items():
+        assert len(calls) == 2, (path, calls)
+        assert least <= calls[1] - calls[0] <= most, (path, calls[1] - calls[0])
