@@ -308,7 +308,8 @@ static void report(FILE *text, FILE *json, double seconds, const char *mode, dou
     for (int s = 0; s < S_COUNT; s++) {
         struct samples *v = &stats[s];
 
-        qsort(v->values, v->len, sizeof(double), compare_double);
+        if (v->len > 0) /* values is NULL until the first sample */
+            qsort(v->values, v->len, sizeof(double), compare_double);
         fprintf(text, "%-24s %8zu %8.1f %8.1f %8.1f %8.1f %7ld %7ld\n", series_names[s], v->len,
                 percentile(v, 0.5), percentile(v, 0.9), percentile(v, 0.99),
                 v->len ? v->values[v->len - 1] : NAN, errors[s], retries[s]);
