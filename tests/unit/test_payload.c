@@ -48,26 +48,25 @@ END_TEST
 
 START_TEST(text_is_cut_only_between_utf8_sequences)
 {
+    /* Into 6 bytes: at most 5 of text, then the NUL. */
+    static const struct {
+        const char *text, *copied;
+        int cut;
+    } cases[] = {
+        {"abcde", "abcde", 0},
+        {"abcdef", "abcde", 1},
+        {"abc\xC3\xA9", "abc\xC3\xA9", 0},              /* e-acute (2 bytes) fits exactly */
+        {"abcd\xC3\xA9", "abcd", 1},                    /* it would be split: left out */
+        {"abc\xE2\x82\xAC", "abc", 1},                  /* a euro sign (3 bytes) at 3-5 */
+        {"ab\xF0\x9F\x98\x80", "ab", 1},                /* a 4-byte emoji at 2-5 */
+        {"a\xF0\x9F\x98\x80z", "a\xF0\x9F\x98\x80", 1}, /* at 1-4 it fits whole */
+    };
     char out[6];
 
-    ck_assert_int_eq(payload_copy_text(out, sizeof(out), "abcde"), 0);
-    ck_assert_str_eq(out, "abcde");
-    ck_assert_int_eq(payload_copy_text(out, sizeof(out), "abcdef"), 1);
-    ck_assert_str_eq(out, "abcde");
-    /* "abc" then e-acute (2 bytes): 5 bytes fit exactly. */
-    ck_assert_int_eq(payload_copy_text(out, sizeof(out), "abc\xC3\xA9"), 0);
-    ck_assert_str_eq(out, "abc\xC3\xA9");
-    /* "abcd" then e-acute: the cut would split it, so it is left out. */
-    ck_assert_int_eq(payload_copy_text(out, sizeof(out), "abcd\xC3\xA9"), 1);
-    ck_assert_str_eq(out, "abcd");
-    /* A euro sign (3 bytes) at offsets 3-5, and a 4-byte emoji at 2-5. */
-    ck_assert_int_eq(payload_copy_text(out, sizeof(out), "abc\xE2\x82\xAC"), 1);
-    ck_assert_str_eq(out, "abc");
-    ck_assert_int_eq(payload_copy_text(out, sizeof(out), "ab\xF0\x9F\x98\x80"), 1);
-    ck_assert_str_eq(out, "ab");
-    /* A 4-byte emoji at 1-4 fits whole. */
-    ck_assert_int_eq(payload_copy_text(out, sizeof(out), "a\xF0\x9F\x98\x80z"), 1);
-    ck_assert_str_eq(out, "a\xF0\x9F\x98\x80");
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        ck_assert_int_eq(payload_copy_text(out, sizeof(out), cases[i].text), cases[i].cut);
+        ck_assert_str_eq(out, cases[i].copied);
+    }
     ck_assert_int_eq(payload_copy_text(out, 1, "abc"), 1);
     ck_assert_str_eq(out, "");
 }
