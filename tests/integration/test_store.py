@@ -83,6 +83,11 @@ def test_cancelled_payment_cancels_the_order_and_returns_the_stock(store):
     wait_until(lambda: inventory(store) == before, 20, "the stock to come back")
 
 
+def payment_status(store, payment_id):
+    return store.dbs["payment"].scalar(
+        f"SELECT status FROM payments WHERE payment_id = '{payment_id}'")
+
+
 def test_payment_timeout_cancels_the_order_and_returns_the_stock(store):
     before = inventory(store)
     status, payment_id = store.checkout(new_key())
@@ -91,8 +96,7 @@ def test_payment_timeout_cancels_the_order_and_returns_the_stock(store):
         f"SELECT order_id FROM orders WHERE payment_id = '{payment_id}'")
     store.wait_order_status(order_id, -1, timeout=PAYMENT_TIMEOUT_MS / 1000 + 20)
     wait_until(lambda: inventory(store) == before, 20, "the stock to come back")
-    assert store.dbs["payment"].scalar(
-        f"SELECT status FROM payments WHERE payment_id = '{payment_id}'") == "cancelled"
+    assert payment_status(store, payment_id) == "cancelled"
 
 
 def saga_version(store, key):
@@ -250,15 +254,9 @@ def test_payment_success_after_the_timeout_is_refunded(store):
         f"SELECT order_id FROM orders WHERE payment_id = '{payment_id}'")
     store.wait_order_status(order_id, -1, timeout=PAYMENT_TIMEOUT_MS / 1000 + 20)
     assert store.webhook(payment_id, "paid") == (200, order_id)
-    wait_until(lambda: store.dbs["payment"].scalar(
-        f"SELECT status FROM payments WHERE payment_id = '{payment_id}'") == "refunded",
-        20, "the late payment to be refunded")
+    wait_until(lambda: payment_status(store, payment_id) == "refunded",
+               20, "the late payment to be refunded")
     assert store.get_json(f"/order/{order_id}")["order_status"] == -1
-
-
-def payment_status(store, payment_id):
-    return store.dbs["payment"].scalar(
-        f"SELECT status FROM payments WHERE payment_id = '{payment_id}'")
 
 
 def saga_events(store, key):
