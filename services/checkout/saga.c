@@ -300,12 +300,31 @@ static int expire_payment(PGconn *conn, const struct consumer_message *cause,
     return command(conn, cause, saga, TOPIC_PAYMENT_COMMANDS, MSG_CANCEL_PAYMENT, payload);
 }
 
+/*
+ * Starts the saga's count of resends again. The resends of an expiry while
+ * payment was down leave a count behind, which neither the compensation nor
+ * the delivery that follows must inherit.
+ */
+static int attempts_reset(PGconn *conn, struct saga *saga)
+{
+    const char *params[] = {saga->saga_id};
+
+    if (saga->compensation_attempts == 0)
+        return 0;
+    saga->compensation_attempts = 0;
+    return db_exec_later(conn, "attempts reset",
+                         "UPDATE sagas SET compensation_attempts = 0 WHERE saga_id = $1", 1,
+                         params);
+}
+
 /* Gives up on the payment: cancel the order, release its stock, void its
- * payment, and keep retrying those until both are confirmed. */
+ * payment, and keep retrying those until both are confirmed, in a
+ * round of resends of its own. */
 static int compensate(PGconn *conn, const struct consumer_message *cause, struct saga *saga,
                       const struct saga_config *cfg, const char *event, const char *reason)
 {
-    if (saga_step(conn, saga, event, "compensating", cause ? cause->env->id : NULL, reason) != 0 ||
+    if (attempts_reset(conn, saga) != 0 ||
+        saga_step(conn, saga, event, "compensating", cause ? cause->env->id : NULL, reason) != 0 ||
         timer_clear(conn, saga->saga_id, "payment_timeout") != 0 ||
         order_update(conn, cause, saga, ORDER_CANCELLED, reason, NULL) != 0 ||
         send_compensations(conn, cause, saga) != 0 ||
@@ -509,7 +528,8 @@ static int advance(PGconn *conn, const struct consumer_message *msg, const struc
     int expiring = strcmp(state, "expiring_payment") == 0;
     if (strcmp(type, MSG_PAYMENT_SUCCEEDED) == 0 &&
         (strcmp(state, "awaiting_payment") == 0 || expiring)) {
-        return saga_step(conn, saga, type, "dispatching", id, NULL) != 0 ||
+        return attempts_reset(conn, saga) != 0 ||
+                       saga_step(conn, saga, type, "dispatching", id, NULL) != 0 ||
                        timer_clear(conn, saga->saga_id, "payment_timeout") != 0 ||
                        (expiring && timer_clear(conn, saga->saga_id, "compensation_retry") != 0) ||
                        order_update(conn, msg, saga, ORDER_PAID, NULL, NULL) != 0 ||
@@ -528,11 +548,9 @@ static int advance(PGconn *conn, const struct consumer_message *msg, const struc
 
         /* Cancelled before any money came: now give up on the order. */
         saga->payment_voided = 1;
-        saga->compensation_attempts = 0;
         return db_exec_later(conn, "payment expired",
-                             "UPDATE sagas SET payment_voided = true, compensation_attempts = 0 "
-                             "WHERE saga_id = $1",
-                             1, params) != 0
+                             "UPDATE sagas SET payment_voided = true WHERE saga_id = $1", 1,
+                             params) != 0
                    ? -1
                    : compensate(conn, msg, saga, cfg, type, "payment timed out");
     }
@@ -670,7 +688,6 @@ static int fire_timer(PGconn *conn, const struct saga_config *cfg, const char *s
 
 int saga_resume(PGconn *conn, const char *saga_id, const struct saga_config *cfg)
 {
-    const char *params[] = {saga_id};
     struct saga saga;
     int found = saga_load(conn, NULL, saga_id, &saga);
 
@@ -678,10 +695,7 @@ int saga_resume(PGconn *conn, const char *saga_id, const struct saga_config *cfg
         return found < 0 ? -1 : -2;
     if (strcmp(saga.state, "compensation_failed") != 0)
         return 0;
-    saga.compensation_attempts = 0;
-    if (db_exec_later(conn, "compensation resume",
-                      "UPDATE sagas SET compensation_attempts = 0 WHERE saga_id = $1", 1,
-                      params) != 0 ||
+    if (attempts_reset(conn, &saga) != 0 ||
         saga_step(conn, &saga, "operator_resume", "compensating", NULL, "resumed by an operator") !=
             0 ||
         send_compensations(conn, NULL, &saga) != 0 ||

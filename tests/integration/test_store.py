@@ -1060,6 +1060,54 @@ def test_a_parked_saga_ends_cancelled_when_its_confirmation_comes_late(store):
         assert saga_of(store, key)["compensation"]["stock_released"] is True
 
 
+def test_a_compensation_after_a_long_expiry_gets_its_own_round_of_resends(store):
+    # Payment is down when the provider's failure comes, and stays down while
+    # the payment timeout falls due and checkout resends its expiry a few
+    # times. When payment is back it reads the failure first, so the saga
+    # compensates; that compensation must get its full round of resends (here
+    # COMPENSATION_MAX_ROUNDS=2: one resend, then parked), not inherit the
+    # count the expiry ran up and be parked at its first timer.
+    with restarted_with(store, "checkout", COMPENSATION_MAX_ROUNDS=2, COMPENSATION_RETRY_MS=200):
+        key = new_key()
+        status, payment_id = store.checkout(key)
+        assert status == 200, payment_id
+        order_id = int(order_of(store, key))
+        store.stop(["payment"])
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            try:
+                answer = pool.submit(store.webhook, payment_id, "failed")
+                wait_until(lambda: any(
+                    m["type"] == "provider_result" and m["payload"]["payment_id"] == payment_id
+                    for m in store.dump("payment.commands")), 20,
+                    "the provider's failure to wait in payment.commands")
+                wait_until(lambda: saga_of(store, key)["state"] == "expiring_payment" and
+                           saga_of(store, key)["compensation"]["attempts"] >= 2,
+                           PAYMENT_TIMEOUT_MS / 1000 + 20, "the expiry to be resent twice")
+                with blocked(store.dbs["inventory"], "reservations",
+                             f"order_id <> {order_id} OR status <> 'released'"):
+                    store.start(["payment"])
+                    saga = wait_parked(store, key)
+            finally:
+                store.start([service for service in ["payment"] if service not in store.wanted])
+            assert answer.result() == (200, str(order_id))
+        steps = [tuple(step) for step in store.dbs["checkout"].query(
+            "SELECT event, state_from, state_to FROM saga_steps "
+            f"WHERE saga_id = '{key}' ORDER BY step_id")]
+        events = [event for (event, _, _) in steps]
+        compensation = steps[events.index("payment_failed"):]
+        assert compensation[0][1:] == ("expiring_payment", "compensating"), steps
+        assert [step for step in compensation if step[0] == "compensation_retry"] == [
+            ("compensation_retry", "compensating", "compensating"),
+            ("compensation_retry", "compensating", "compensation_failed")], steps
+        assert saga["compensation"]["attempts"] == 2
+
+        status, body = saga_admin(store, "POST", f"/sagas/{key}/resume")
+        assert status == 200, body
+        wait_until(lambda: saga_of(store, key)["state"] == "cancelled", 60,
+                   "the resumed saga to end cancelled")
+        assert store.get_json(f"/order/{order_id}")["order_status"] == -1
+
+
 def test_a_locked_table_holds_only_its_readers_and_them_only_until_the_timeout(store):
     # The api's HTTP threads never wait on the database: requests that need
     # it queue for a database worker (API_DB_POOL of them). So while a table
