@@ -225,8 +225,11 @@ static enum MHD_Result method_not_allowed(struct MHD_Connection *connection, con
     return respond_text(connection, 405, "Method not allowed\n", allow);
 }
 
-/* Splits "/a/b/c" after prefix into at most n segments; returns the count, or
- * -1 if a segment is empty or there are more than n. */
+#define SPLIT_TOO_LONG (-2)
+
+/* Splits "/a/b/c" after prefix into at most n segments; returns the count,
+ * -1 if a segment is empty or there are more than n, or SPLIT_TOO_LONG if a
+ * segment does not fit (no valid key, id or status is that long). */
 static int split_path(const char *rest, char segments[][160], int n)
 {
     int count = 0;
@@ -235,8 +238,10 @@ static int split_path(const char *rest, char segments[][160], int n)
         const char *slash = strchr(rest, '/');
         size_t len = slash ? (size_t)(slash - rest) : strlen(rest);
 
-        if (len == 0 || len >= 160 || count == n)
+        if (len == 0 || count == n)
             return -1;
+        if (len >= 160)
+            return SPLIT_TOO_LONG;
         memcpy(segments[count], rest, len);
         segments[count][len] = '\0';
         count++;
@@ -333,7 +338,11 @@ static enum MHD_Result route(struct http_server *server, struct MHD_Connection *
     } else if (strncmp(url, "/payment_webhook/", 17) == 0) {
         if (!is_post)
             return method_not_allowed(connection, "POST");
-        if (split_path(url + 17, state->args, 2) != 2)
+        int segments = split_path(url + 17, state->args, 2);
+
+        if (segments == SPLIT_TOO_LONG)
+            return respond_text(connection, 400, "Invalid payment ID or status: too long\n", NULL);
+        if (segments != 2)
             return respond_text(connection, 404,
                                 "Not found: use /payment_webhook/{payment_id}/{status}\n", NULL);
         job = JOB_WEBHOOK;

@@ -496,19 +496,23 @@ enum store_step store_checkout(struct store *store, struct store_call *call, con
     return start_wait(store, call, CALL_CHECKOUT, sent == 0, reply);
 }
 
-enum store_step store_webhook(struct store *store, struct store_call *call, const char *payment_id,
+enum store_step store_webhook(struct store *store, struct store_call *call, const char *given_id,
                               const char *status, struct store_reply *reply)
 {
+    char payment_id[ENVELOPE_UUID_LEN + 1];
     const char *params[] = {payment_id};
     char wait_key[WAITER_KEY_MAX];
     char *key = NULL;
     cJSON *payload;
     int rc;
 
-    if (!envelope_is_uuid(payment_id)) {
+    if (!envelope_is_uuid(given_id)) {
         reply_text(reply, 400, "Invalid payment ID: expected a UUID\n");
         return STORE_REPLIED;
     }
+    /* A UUID may be written in either case; payment ids are stored in lower. */
+    for (size_t i = 0; i <= ENVELOPE_UUID_LEN; i++)
+        payment_id[i] = (char)tolower((unsigned char)given_id[i]);
     if (!store_valid_status(status)) {
         reply_text(reply, 400, "Invalid payment status: use paid, or failed\n");
         return STORE_REPLIED;

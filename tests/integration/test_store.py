@@ -229,8 +229,10 @@ def test_one_key_sent_20_times_concurrently_gives_one_order_and_one_payment(stor
 def test_one_webhook_sent_5_times_has_one_effect(store):
     status, payment_id = store.checkout(new_key())
     assert status == 200
+    # A UUID written in upper case is the same payment id.
+    spellings = [payment_id, payment_id.upper()] * 2 + [payment_id]
     with concurrent.futures.ThreadPoolExecutor(5) as pool:
-        answers = list(pool.map(lambda _: store.webhook(payment_id, "paid"), range(5)))
+        answers = list(pool.map(lambda spelling: store.webhook(spelling, "paid"), spellings))
     assert {a[0] for a in answers} == {200} and len({a[1] for a in answers}) == 1
     order_id = answers[0][1]
     # A later "failed" for the same payment changes nothing: the first result won.
@@ -317,6 +319,8 @@ BAD_REQUESTS = [
     ("POST", f"/payment_webhook/{uuid.uuid4()}/paid", 404),
     ("POST", f"/payment_webhook/{uuid.uuid4()}/PAID!", 400),
     ("POST", f"/payment_webhook/{uuid.uuid4()}/" + "x" * 40, 400),
+    ("POST", f"/payment_webhook/{uuid.uuid4()}/" + "x" * 200, 400),
+    ("POST", "/payment_webhook/" + "a" * 200 + "/paid", 400),
     ("POST", "/payment_webhook/only-one-segment", 404),
     ("GET", "/checkout/some-key", 405),
     ("DELETE", "/orders", 405),
