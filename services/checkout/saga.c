@@ -501,8 +501,14 @@ static int advance(PGconn *conn, const struct consumer_message *msg, const struc
                                  params) != 0
                        ? -1
                        : compensate(conn, msg, saga, cfg, type, reason ? reason : "out of stock");
+        /* Version 1 asked for no payment yet: nothing to undo, and the
+         * saga's record says so. */
         saga->payment_voided = 1;
-        return saga_step(conn, saga, type, "cancelled", id, reason) != 0 ||
+        return db_exec_later(conn, "nothing to undo",
+                             "UPDATE sagas SET stock_released = true, payment_voided = true "
+                             "WHERE saga_id = $1",
+                             1, params) != 0 ||
+                       saga_step(conn, saga, type, "cancelled", id, reason) != 0 ||
                        order_update(conn, msg, saga, ORDER_CANCELLED,
                                     reason ? reason : "out of stock", NULL) != 0
                    ? -1

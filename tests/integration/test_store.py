@@ -201,6 +201,9 @@ def test_after_selling_out_the_next_checkout_fails_clearly_and_charges_nothing(s
         wait_until(lambda: store.dbs["checkout"].scalar(
             f"SELECT state FROM sagas WHERE saga_id = '{key}'") == "cancelled", 20,
             "the saga to be cancelled")
+        # Nothing was taken nor asked for, so nothing is left to undo.
+        assert saga_of(store, key)["compensation"] == {
+            "stock_released": True, "payment_voided": True, "attempts": 0}
         assert store.dbs["payment"].scalar(
             f"SELECT count(*) FROM payments WHERE order_id = {order_of(store, key)}") == "0"
     # Restocked, the first checkout learns the price again, and the next one
