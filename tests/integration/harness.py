@@ -43,10 +43,27 @@ def unique_name(prefix):
     return f"{prefix}_{suffix}"
 
 
+_PORTS_HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, for a process about to be started. It lies
+    below the kernel's ephemeral range, so no outgoing connection (the
+    services hold dozens) takes it before the process binds it, and it is
+    never handed out twice by this run."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        ephemeral_low = int(f.read().split()[0])
+    while True:
+        port = random.randrange(10000, ephemeral_low)
+        if port in _PORTS_HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS_HANDED_OUT.add(port)
+        return port
 
 
 def wait_until(condition, timeout, what, interval=0.1):
