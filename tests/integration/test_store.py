@@ -1087,9 +1087,12 @@ def test_a_compensation_after_a_long_expiry_gets_its_own_round_of_resends(store)
                     m["type"] == "provider_result" and m["payload"]["payment_id"] == payment_id
                     for m in store.dump("payment.commands")), 20,
                     "the provider's failure to wait in payment.commands")
-                wait_until(lambda: saga_of(store, key)["state"] == "expiring_payment" and
-                           saga_of(store, key)["compensation"]["attempts"] >= 2,
-                           PAYMENT_TIMEOUT_MS / 1000 + 20, "the expiry to be resent twice")
+                def expiry_resent_twice():
+                    saga = saga_of(store, key)
+                    return saga["state"] == "expiring_payment" and \
+                        saga["compensation"]["attempts"] >= 2
+                wait_until(expiry_resent_twice, PAYMENT_TIMEOUT_MS / 1000 + 20,
+                           "the expiry to be resent twice")
                 with blocked(store.dbs["inventory"], "reservations",
                              f"order_id <> {order_id} OR status <> 'released'"):
                     store.start(["payment"])
