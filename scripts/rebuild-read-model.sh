@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Drops the api service's read model (products, orders, progress) and rebuilds
-# it from the topics alone: empties those tables and the api's inbox, rewinds
-# the api consumer group to the start of checkout.events, inventory.events and
-# dispatch.events, and lets api re-read them. The HTTP idempotency records
-# (checkout_requests) are kept: they are not derived from any topic.
+# Drops the api service's read model (products, orders, progress, restock
+# acks) and rebuilds it from the topics alone: empties those tables and the
+# api's inbox, rewinds the api consumer group to the start of
+# checkout.events, inventory.events and dispatch.events, and lets api re-read
+# them. The HTTP idempotency records (checkout_requests) are kept: they are
+# not derived from any topic.
 #
 # Usage: scripts/rebuild-read-model.sh
 #   When the services run under `make up`, api is stopped first and started
@@ -29,7 +30,7 @@ fi
 echo "rebuild: emptying the read model"
 psql "$url" -X -q -v ON_ERROR_STOP=1 <<'SQL'
 BEGIN;
-TRUNCATE products, orders, order_progress, inbox;
+TRUNCATE products, orders, order_progress, restock_acks, inbox;
 COMMIT;
 SQL
 

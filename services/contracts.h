@@ -35,7 +35,7 @@
 #define MSG_RESERVE_STOCK "reserve_stock" /* order_id, product_id, quantity */
 #define MSG_RELEASE_STOCK "release_stock" /* order_id */
 #define MSG_COMMIT_STOCK  "commit_stock"  /* order_id */
-#define MSG_RESTOCK       "restock"       /* product_id, inventory (the new level) */
+#define MSG_RESTOCK       "restock"       /* product_id, inventory (the new level), restock_id */
 
 /* inventory.events (from inventory) */
 #define MSG_STOCK_RESERVED  "stock_reserved"  /* order_id, unit_price (string), quantity */
@@ -44,7 +44,7 @@
 #define MSG_STOCK_COMMITTED "stock_committed" /* order_id */
 #define MSG_PRODUCT_UPDATED "product_updated"
 /* product_id, product, description, price (string), inventory, reserved,
- * sold, initial, restocked, version */
+ * sold, initial, restocked, version; and restock_id when answering a restock */
 
 /* payment.commands (create and cancel from checkout; provider_result from
  * api's webhook) */

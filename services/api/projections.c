@@ -119,6 +119,7 @@ static int project_product(PGconn *conn, const cJSON *p, const char **why)
     const char *name = payload_str(p, "product");
     const char *description = payload_str(p, "description");
     const char *price = payload_str(p, "price");
+    const char *restock_id = payload_str(p, "restock_id");
     char id_text[16], inventory_text[16], version_text[32], restocked_text[32];
 
     if (payload_int(p, "product_id", &product_id) || payload_int(p, "inventory", &inventory) ||
@@ -131,6 +132,10 @@ static int project_product(PGconn *conn, const cJSON *p, const char **why)
         *why = "product_id, inventory or version out of range";
         return CONSUMER_FAIL;
     }
+    if (restock_id != NULL && !envelope_is_uuid(restock_id)) {
+        *why = "restock_id is not a UUID";
+        return CONSUMER_FAIL;
+    }
     snprintf(id_text, sizeof(id_text), "%lld", product_id);
     snprintf(inventory_text, sizeof(inventory_text), "%lld", inventory);
     /* Absent from snapshots written before it existed. */
@@ -139,16 +144,27 @@ static int project_product(PGconn *conn, const cJSON *p, const char **why)
     snprintf(restocked_text, sizeof(restocked_text), "%lld", restocked);
     const char *params[] = {id_text,        name,         description,   price,
                             inventory_text, version_text, restocked_text};
-    return upsert_and_notify(conn, "project product", "product:", id_text, NULL,
-                             "INSERT INTO products (product_id, product, description, "
-                             "price, inventory, version, restocked) VALUES ($1::int, $2, $3, "
-                             "$4::numeric, $5::int, $6::bigint, $7::bigint) "
-                             "ON CONFLICT (product_id) DO UPDATE SET product = excluded.product, "
-                             "description = excluded.description, price = excluded.price, "
-                             "inventory = excluded.inventory, version = excluded.version, "
-                             "restocked = excluded.restocked "
-                             "WHERE products.version < excluded.version",
-                             7, params);
+    if (db_exec_later(conn, "project product",
+                      "INSERT INTO products (product_id, product, description, "
+                      "price, inventory, version, restocked) VALUES ($1::int, $2, $3, "
+                      "$4::numeric, $5::int, $6::bigint, $7::bigint) "
+                      "ON CONFLICT (product_id) DO UPDATE SET product = excluded.product, "
+                      "description = excluded.description, price = excluded.price, "
+                      "inventory = excluded.inventory, version = excluded.version, "
+                      "restocked = excluded.restocked "
+                      "WHERE products.version < excluded.version",
+                      7, params) != 0)
+        return -1;
+    if (restock_id == NULL)
+        return 0;
+    /* The snapshot answers a restock: acknowledged even when it changed
+     * nothing (the level was already there), and the call waiting for it
+     * (in any replica) is woken. */
+    const char *ack_params[] = {restock_id};
+    return upsert_and_notify(conn, "project restock ack", "restock:", restock_id, RESTOCK_APPLIED,
+                             "INSERT INTO restock_acks (restock_id) VALUES ($1::uuid) "
+                             "ON CONFLICT (restock_id) DO NOTHING",
+                             1, ack_params);
 }
 
 static int project_progress(PGconn *conn, const cJSON *p, const char **why)

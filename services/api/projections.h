@@ -22,6 +22,12 @@ extern const char *const projections_handled_types[];
     "coalesce(payment_id, '') || '|' || order_status || '|' || order_id || '|' || "                \
     "coalesce(reason, '')"
 
+/* What a restock call's wait reads once inventory has applied its command:
+ * RESTOCK_ACK_SQL finds it in restock_acks, and the ack's projection puts it
+ * in the "restock:ID" notification. */
+#define RESTOCK_APPLIED "applied"
+#define RESTOCK_ACK_SQL "SELECT '" RESTOCK_APPLIED "' FROM restock_acks WHERE restock_id = $1::uuid"
+
 /* consumer_handler_fn for the topics above. */
 int projections_handle(PGconn *conn, const struct consumer_message *msg, void *arg, char *err,
                        size_t errlen);

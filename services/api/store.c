@@ -299,18 +299,16 @@ static void reply_answer_field(struct store_reply *reply, const char *answer, in
 /* What a parked call waits for. */
 enum call_kind { CALL_RESTOCK, CALL_CHECKOUT, CALL_WEBHOOK };
 
-/* The read-model row each kind checks, with the call's params. The restock
- * is confirmed when the read model shows more stock ever restocked than
- * before it was sent, or the level already reached (a restock to a level
- * already there changes nothing). Concurrent purchases may take the level
- * down again before anyone looks, so the level alone cannot confirm it. */
+/* The read-model row each kind checks, with the call's param. The restock
+ * is confirmed by inventory's acknowledgement of its own command, not by the
+ * level or the stock ever restocked: the read model may lag (an earlier
+ * restock's snapshot still on its way) or already show the level, and
+ * concurrent purchases may take the level down again before anyone looks. */
 static const char *const call_sql[] = {
-    [CALL_RESTOCK] = "SELECT 1 FROM products WHERE product_id = 1 "
-                     "AND (restocked > $1::bigint OR inventory >= $2::int)",
+    [CALL_RESTOCK] = RESTOCK_ACK_SQL,
     [CALL_CHECKOUT] = "SELECT " ORDER_ANSWER_SQL " FROM orders WHERE idempotency_key = $1",
     [CALL_WEBHOOK] = "SELECT " ORDER_ANSWER_SQL " FROM orders WHERE payment_id = $1",
 };
-static const int call_nparams[] = {[CALL_RESTOCK] = 2, [CALL_CHECKOUT] = 1, [CALL_WEBHOOK] = 1};
 
 /* Whether value (what call_sql read, or a notification's answer) answers
  * the call: a checkout by a payment id, or a cancellation without one (out of
@@ -378,7 +376,7 @@ static void call_reply(int kind, const char *value, struct store_reply *reply)
 static enum store_step advance(struct store *store, struct store_call *call, int woken,
                                int may_query, struct store_reply *reply)
 {
-    const char *params[] = {call->params[0], call->params[1]};
+    const char *params[] = {call->param};
     char answer[WAITER_ANSWER_MAX];
     char *value = NULL;
 
@@ -391,8 +389,7 @@ static enum store_step advance(struct store *store, struct store_call *call, int
         } else if (woken || call->check_first) {
             if (!may_query)
                 return STORE_NEEDS_DB; /* the next call reads the row (woken) */
-            query_value(store, "wait", call_sql[call->kind], call_nparams[call->kind], params,
-                        &value);
+            query_value(store, "wait", call_sql[call->kind], 1, params, &value);
         }
         if (value != NULL && call_decided(call->kind, value))
             break;
@@ -431,32 +428,27 @@ static enum store_step start_wait(struct store *store, struct store_call *call, 
 enum store_step store_restock(struct store *store, struct store_call *call,
                               struct store_reply *reply)
 {
+    char restock_id[ENVELOPE_UUID_LEN + 1], waiter_key[WAITER_KEY_MAX];
     cJSON *payload;
-    char *before = NULL;
-    int rc;
 
     if (!enter(store, reply))
         return STORE_REPLIED;
-    rc = query_value(store, "restocked before",
-                     "SELECT restocked::text FROM products WHERE product_id = 1", 0, NULL, &before);
-    if (rc < 0)
-        goto unavailable;
+    /* Inventory answers with a snapshot carrying this id, once applied. */
+    envelope_new_uuid(restock_id);
     payload = cJSON_CreateObject();
     cJSON_AddNumberToObject(payload, "product_id", WIDGET_PRODUCT_ID);
     cJSON_AddNumberToObject(payload, "inventory", (double)store->restock_level);
+    cJSON_AddStringToObject(payload, "restock_id", restock_id);
     if (send_command(store, NULL, NULL, TOPIC_INVENTORY_COMMANDS, "product-1", MSG_RESTOCK,
-                     payload) < 0)
-        goto unavailable;
-    snprintf(call->params[0], sizeof(call->params[0]), "%s", before ? before : "-1");
-    snprintf(call->params[1], sizeof(call->params[1]), "%ld", store->restock_level);
-    free(before);
-    waiter_register(store->waiters, &call->waiter, "product:1");
+                     payload) < 0) {
+        leave(store);
+        reply_text(reply, 503, "Database unavailable, restock not sent\n");
+        return STORE_REPLIED;
+    }
+    snprintf(call->param, sizeof(call->param), "%s", restock_id);
+    snprintf(waiter_key, sizeof(waiter_key), "restock:%s", restock_id);
+    waiter_register(store->waiters, &call->waiter, waiter_key);
     return start_wait(store, call, CALL_RESTOCK, 1, reply);
-unavailable:
-    free(before);
-    leave(store);
-    reply_text(reply, 503, "Database unavailable, restock not sent\n");
-    return STORE_REPLIED;
 }
 
 enum store_step store_checkout(struct store *store, struct store_call *call, const char *key,
@@ -473,7 +465,7 @@ enum store_step store_checkout(struct store *store, struct store_call *call, con
     }
     if (!enter(store, reply))
         return STORE_REPLIED;
-    snprintf(call->params[0], sizeof(call->params[0]), "%s", key);
+    snprintf(call->param, sizeof(call->param), "%s", key);
     snprintf(wait_key, sizeof(wait_key), "order:%s", key);
     waiter_register(store->waiters, &call->waiter, wait_key);
     payload = cJSON_CreateObject();
@@ -530,7 +522,7 @@ enum store_step store_webhook(struct store *store, struct store_call *call, cons
             reply_text(reply, 404, "Unknown payment ID\n");
         return STORE_REPLIED;
     }
-    snprintf(call->params[0], sizeof(call->params[0]), "%s", payment_id);
+    snprintf(call->param, sizeof(call->param), "%s", payment_id);
     snprintf(wait_key, sizeof(wait_key), "order:%s", key);
     waiter_register(store->waiters, &call->waiter, wait_key);
     payload = cJSON_CreateObject();

@@ -40,10 +40,10 @@ struct store_reply {
 struct store_call {
     void (*suspend)(void *arg), (*resume)(void *arg);
     void *arg;
-    int kind;           /* what is being waited for */
-    int check_first;    /* read the row before the first park */
-    double deadline_ms; /* monotonic: answer 504 after this */
-    char params[2][WAITER_KEY_MAX];
+    int kind;                   /* what is being waited for */
+    int check_first;            /* read the row before the first park */
+    double deadline_ms;         /* monotonic: answer 504 after this */
+    char param[WAITER_KEY_MAX]; /* the key, payment id or restock id waited for */
     struct waiter waiter;
 };
 

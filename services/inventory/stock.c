@@ -15,6 +15,7 @@
 #include "contracts.h"
 #include "crashpoint.h"
 #include "db.h"
+#include "envelope.h"
 #include "log.h"
 #include "payload.h"
 
@@ -28,9 +29,10 @@ const char *const stock_handled_types[] = {MSG_RESTOCK, MSG_RESERVE_STOCK, MSG_R
     "product_id, name, description, price::text, available, reserved, sold, initial, restocked, "  \
     "version"
 
-/* Emits a product_updated snapshot from row 0 of res (PRODUCT_COLUMNS).
- * Returns 0 or -1. */
-static int emit_product_row(PGconn *conn, const struct consumer_message *msg, const PGresult *res)
+/* Emits a product_updated snapshot from row 0 of res (PRODUCT_COLUMNS),
+ * carrying restock_id when it answers that restock. Returns 0 or -1. */
+static int emit_product_row(PGconn *conn, const struct consumer_message *msg, const PGresult *res,
+                            const char *restock_id)
 {
     cJSON *payload = cJSON_CreateObject();
     char key[32];
@@ -45,6 +47,8 @@ static int emit_product_row(PGconn *conn, const struct consumer_message *msg, co
     cJSON_AddNumberToObject(payload, "initial", atoi(PQgetvalue(res, 0, 7)));
     cJSON_AddNumberToObject(payload, "restocked", atoi(PQgetvalue(res, 0, 8)));
     cJSON_AddNumberToObject(payload, "version", atof(PQgetvalue(res, 0, 9)));
+    if (restock_id)
+        cJSON_AddStringToObject(payload, "restock_id", restock_id);
     snprintf(key, sizeof(key), "product-%s", PQgetvalue(res, 0, 0));
     return payload_emit(conn, TOPIC_INVENTORY_EVENTS, key, MSG_PRODUCT_UPDATED, SERVICE, msg, key,
                         payload);
@@ -52,12 +56,13 @@ static int emit_product_row(PGconn *conn, const struct consumer_message *msg, co
 
 /*
  * Runs a stock change (an UPDATE of products RETURNING PRODUCT_COLUMNS) and,
- * when it changed the product, emits the new snapshot. Returns 1 when a row
- * changed, 0 when none did, -1 on failure. price (capacity 32), when not
- * NULL, gets the unit price.
+ * when it changed the product, emits the new snapshot (with restock_id, when
+ * not NULL). Returns 1 when a row changed, 0 when none did, -1 on failure.
+ * price (capacity 32), when not NULL, gets the unit price.
  */
 static int change_stock(PGconn *conn, const struct consumer_message *msg, const char *what,
-                        const char *sql, int nparams, const char *const *params, char *price)
+                        const char *sql, int nparams, const char *const *params, char *price,
+                        const char *restock_id)
 {
     PGresult *res = db_query(conn, what, sql, nparams, params);
     int changed;
@@ -67,7 +72,7 @@ static int change_stock(PGconn *conn, const struct consumer_message *msg, const 
     changed = PQntuples(res) == 1;
     if (changed && price)
         snprintf(price, 32, "%s", PQgetvalue(res, 0, 3));
-    if (changed && emit_product_row(conn, msg, res) != 0)
+    if (changed && emit_product_row(conn, msg, res, restock_id) != 0)
         changed = -1;
     PQclear(res);
     return changed;
@@ -168,7 +173,7 @@ static int reserve(PGconn *conn, const struct consumer_message *msg, long long o
                                     "reserved = reserved + $2::int, version = version + 1 "
                                     "WHERE product_id = $1::int AND available >= $2::int "
                                     "RETURNING " PRODUCT_COLUMNS,
-                                    2, params, price);
+                                    2, params, price, NULL);
 
         if (reserved < 0)
             return -1;
@@ -234,17 +239,20 @@ static int settle(PGconn *conn, const struct consumer_message *msg, long long or
                           "UPDATE reservations SET status = $2, updated_at = now() "
                           "WHERE order_id = $1::bigint",
                           2, update) != 0 ||
-            change_stock(conn, msg, "settle stock", sql, 2, params, NULL) < 0)
+            change_stock(conn, msg, "settle stock", sql, 2, params, NULL, NULL) < 0)
             return -1;
     }
     return emit_reply(conn, msg, reply, order, NULL, NULL, NULL);
 }
 
-/* Raises the product's stock to the level asked. Returns 0, -1 when the
- * database failed, or -2 with a reason in err when the message is bad: a
- * product id or level missing, not a whole number, or out of range. */
+/* Raises the product's stock to the level asked, and answers with a
+ * snapshot carrying the command's restock_id (when it has one), which the api
+ * waits for. Returns 0, -1 when the database failed, or -2 with a reason in
+ * err when the message is bad: a product id or level missing, not a whole
+ * number, or out of range, or a restock_id that is not a UUID. */
 static int restock(PGconn *conn, const struct consumer_message *msg, char *err, size_t errlen)
 {
+    const char *restock_id = payload_str(msg->env->payload, "restock_id");
     long long product, level;
     char product_id[16], level_text[16];
 
@@ -257,6 +265,10 @@ static int restock(PGconn *conn, const struct consumer_message *msg, char *err, 
         snprintf(err, errlen, "restock without an inventory level in 0-1000000");
         return -2;
     }
+    if (restock_id != NULL && !envelope_is_uuid(restock_id)) {
+        snprintf(err, errlen, "restock with a restock_id that is not a UUID");
+        return -2;
+    }
     snprintf(product_id, sizeof(product_id), "%lld", product);
     snprintf(level_text, sizeof(level_text), "%lld", level);
     const char *params[] = {product_id, level_text};
@@ -266,14 +278,14 @@ static int restock(PGconn *conn, const struct consumer_message *msg, char *err, 
                          "available = $2::int, version = version + 1 "
                          "WHERE product_id = $1::int AND available < $2::int "
                          "RETURNING " PRODUCT_COLUMNS,
-                         2, params, NULL)) {
+                         2, params, NULL, restock_id)) {
     case -1:
         return -1;
     case 0:
         /* Already at or above the level: the current snapshot confirms it. */
         return change_stock(conn, msg, "product snapshot",
                             "SELECT " PRODUCT_COLUMNS " FROM products WHERE product_id = $1::int",
-                            1, params, NULL) < 0
+                            1, params, NULL, restock_id) < 0
                    ? -1
                    : 0;
     default:

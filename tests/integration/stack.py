@@ -103,14 +103,25 @@ class Stack:
         for service in services:
             wait_until(lambda: self.ready(service), 60, f"{service} to be ready", interval=0.2)
         wait_until(self.product_served, 60, "the product")
+        # A service that exited after answering (a port it could not bind
+        # after all) fails here, by name, not in a later call.
+        for service in services:
+            assert self.processes[service].alive(), f"{service} exited after it was ready"
+            if self.service_of(service) == "api":
+                wait_until(lambda: self.product_served(service), 60, f"the product on {service}")
 
-    def product_served(self):
+    def product_served(self, api="api"):
         try:
-            return http(self.base, "GET", "/product", timeout=5)[0] == 200
+            return http(f"http://127.0.0.1:{self.http_ports[api]}", "GET", "/product",
+                        timeout=5)[0] == 200
         except OSError:
             return False
 
     def ready(self, service):
+        """The service's own process answers /readyz (whatever else may
+        listen on its admin port)."""
+        if not self.processes[service].alive():
+            return False
         try:
             return http(f"http://127.0.0.1:{self.admin_ports[service]}", "GET", "/readyz",
                         timeout=2)[0] == 200

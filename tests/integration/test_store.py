@@ -696,7 +696,9 @@ def test_a_restock_the_inventory_cannot_apply_is_dead_lettered_and_stock_keeps_m
     for reason, payload in (("an inventory level", {"product_id": 1, "inventory": 2000000}),
                             ("an inventory level", {"product_id": 1, "inventory": -5}),
                             ("an inventory level", {"product_id": 1}),
-                            ("a valid product_id", {"product_id": 0, "inventory": 100})):
+                            ("a valid product_id", {"product_id": 0, "inventory": 100}),
+                            ("a restock_id that is not a UUID",
+                             {"product_id": 1, "inventory": 100, "restock_id": "1' OR 1=1"})):
         bad[forge(store, "inventory.commands", "product-1", "restock", payload)] = reason
 
     for message_id, letter in wait_dead_letters(store, "inventory", bad).items():
@@ -974,6 +976,29 @@ def test_restock_is_confirmed_while_purchases_take_stock(store):
         assert json.loads(body) == {"message": "Restocked successfully"}
         for buy in buys:
             assert buy.result()[0] in (200, 409)
+
+
+def test_a_restock_is_confirmed_only_once_inventory_has_applied_it(store):
+    # The read model already showing the level a restock sets is not
+    # inventory applying it: with inventory down the restock is not
+    # confirmed, however the read model looks, and inventory applies it (and
+    # acknowledges it) once it is back.
+    assert http(store.base, "POST", "/restock")[0] == 200
+    level = max(store.get_json("/product")["inventory"], 1)
+    acks = store.dbs["api"].scalar("SELECT count(*) FROM restock_acks")
+    store.stop(["inventory"])
+    try:
+        with restarted_with(store, "api", API_WAIT_MS=2000, API_RESTOCK_LEVEL=level):
+            status, body = http(store.base, "POST", "/restock")
+            assert (status, body) == (504, "Restock sent but not confirmed yet\n")
+            store.start(["inventory"])
+            wait_until(lambda: http(store.base, "POST", "/restock")[0] == 200, 60,
+                       "a restock confirmed with inventory back", interval=0)
+    finally:
+        if not store.processes["inventory"].alive():
+            store.start(["inventory"])
+    # Both restocks were applied and acknowledged, the unconfirmed one too.
+    assert int(store.dbs["api"].scalar("SELECT count(*) FROM restock_acks")) >= int(acks) + 2
 
 
 def saga_admin(store, method, path):
