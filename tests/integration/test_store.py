@@ -703,6 +703,13 @@ def test_a_restock_the_inventory_cannot_apply_is_dead_lettered_and_stock_keeps_m
 
     for message_id, letter in wait_dead_letters(store, "inventory", bad).items():
         assert letter["status"] == "dead" and bad[message_id] in letter["error"], letter
+    # Nor does the api take a snapshot's restock_id that could not come from
+    # inventory (it is the id a waiting restock looks up).
+    snapshot = {"product_id": 1, "product": "x", "description": "x", "price": "1.00",
+                "inventory": 1, "version": 1, "restock_id": "1' OR 1=1"}
+    forged = forge(store, "inventory.events", "product-1", "product_updated", snapshot)
+    letter = wait_dead_letters(store, "api", {forged})[forged]
+    assert letter["status"] == "dead" and "restock_id is not a UUID" in letter["error"], letter
     assert http(store.base, "POST", "/restock")[0] == 200
     _, order_id = buy(store)
     store.wait_order_status(order_id, 1, timeout=60)
