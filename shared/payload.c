@@ -39,6 +39,19 @@ const char *payload_str(const cJSON *payload, const char *name)
     return cJSON_IsString(item) ? item->valuestring : NULL;
 }
 
+int payload_optional_uuid(const cJSON *payload, const char *name, const char **out)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(payload, name);
+
+    *out = NULL;
+    if (item == NULL)
+        return 0;
+    if (!cJSON_IsString(item) || !envelope_is_uuid(item->valuestring))
+        return -1;
+    *out = item->valuestring;
+    return 0;
+}
+
 int payload_copy_text(char *out, size_t cap, const char *text)
 {
     size_t len = strlen(text);

@@ -24,6 +24,11 @@ int payload_positive_id(const cJSON *payload, const char *name, long long *out, 
 /* Returns the string field, or NULL if missing or not a string. */
 const char *payload_str(const cJSON *payload, const char *name);
 
+/* Reads an optional UUID field: returns 0 with *out the UUID, or NULL when
+ * the field is absent; -1 when it is there but not a UUID string (a number
+ * or null included). */
+int payload_optional_uuid(const cJSON *payload, const char *name, const char **out);
+
 /* Copies text into out (capacity cap > 0), cut short if it does not fit, but
  * never inside a UTF-8 sequence: the copy stays valid UTF-8, which PostgreSQL
  * requires of text. Returns 1 if text was cut, else 0. */

@@ -119,7 +119,7 @@ static int project_product(PGconn *conn, const cJSON *p, const char **why)
     const char *name = payload_str(p, "product");
     const char *description = payload_str(p, "description");
     const char *price = payload_str(p, "price");
-    const char *restock_id = payload_str(p, "restock_id");
+    const char *restock_id;
     char id_text[16], inventory_text[16], version_text[32], restocked_text[32];
 
     if (payload_int(p, "product_id", &product_id) || payload_int(p, "inventory", &inventory) ||
@@ -132,7 +132,7 @@ static int project_product(PGconn *conn, const cJSON *p, const char **why)
         *why = "product_id, inventory or version out of range";
         return CONSUMER_FAIL;
     }
-    if (restock_id != NULL && !envelope_is_uuid(restock_id)) {
+    if (payload_optional_uuid(p, "restock_id", &restock_id) != 0) {
         *why = "restock_id is not a UUID";
         return CONSUMER_FAIL;
     }
@@ -159,8 +159,13 @@ static int project_product(PGconn *conn, const cJSON *p, const char **why)
         return 0;
     /* The snapshot answers a restock: acknowledged even when it changed
      * nothing (the level was already there), and the call waiting for it
-     * (in any replica) is woken. */
+     * (in any replica) is woken. Acks over a day old are waited for by no
+     * call (API_WAIT_MS is 10 minutes at most) and go. */
     const char *ack_params[] = {restock_id};
+    if (db_exec_later(conn, "prune restock acks",
+                      "DELETE FROM restock_acks WHERE projected_at < now() - interval '1 day'", 0,
+                      NULL) != 0)
+        return -1;
     return upsert_and_notify(conn, "project restock ack", "restock:", restock_id, RESTOCK_APPLIED,
                              "INSERT INTO restock_acks (restock_id) VALUES ($1::uuid) "
                              "ON CONFLICT (restock_id) DO NOTHING",

@@ -1,7 +1,8 @@
 /*
  * waiters.h - lets HTTP requests wait, without holding a thread, until the
  * read model changes for their key. The api's projections send
- * NOTIFY read_model, key when they change a row; one listener thread per
+ * NOTIFY read_model, key when they write an order or a restock ack (also
+ * when a duplicate changed nothing); one listener thread per
  * process LISTENs and resumes the waiters parked on that key. Because any
  * replica's consumer may write the row, the signal goes through PostgreSQL,
  * not process memory. (The notification is sent just after the projection's

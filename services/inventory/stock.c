@@ -15,7 +15,6 @@
 #include "contracts.h"
 #include "crashpoint.h"
 #include "db.h"
-#include "envelope.h"
 #include "log.h"
 #include "payload.h"
 
@@ -252,7 +251,7 @@ static int settle(PGconn *conn, const struct consumer_message *msg, long long or
  * number, or out of range, or a restock_id that is not a UUID. */
 static int restock(PGconn *conn, const struct consumer_message *msg, char *err, size_t errlen)
 {
-    const char *restock_id = payload_str(msg->env->payload, "restock_id");
+    const char *restock_id;
     long long product, level;
     char product_id[16], level_text[16];
 
@@ -265,7 +264,7 @@ static int restock(PGconn *conn, const struct consumer_message *msg, char *err, 
         snprintf(err, errlen, "restock without an inventory level in 0-1000000");
         return -2;
     }
-    if (restock_id != NULL && !envelope_is_uuid(restock_id)) {
+    if (payload_optional_uuid(msg->env->payload, "restock_id", &restock_id) != 0) {
         snprintf(err, errlen, "restock with a restock_id that is not a UUID");
         return -2;
     }

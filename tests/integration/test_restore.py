@@ -7,7 +7,7 @@ import subprocess
 import uuid
 
 from harness import ROOT
-from stack import BROKERS, Stack
+from stack import BROKERS, Stack, http
 
 
 def purchases(stack, outcomes):
@@ -31,6 +31,7 @@ def test_database_restored_from_a_mid_run_dump_catches_up_and_invariants_hold():
                               env=env, check=True, capture_output=True, text=True).stdout.strip()
         # Life goes on after the dump: sales, a cancellation, a restock.
         purchases(stack, ["paid", "paid", "failed", "paid"])
+        assert http(stack.base, "POST", "/restock")[0] == 200
         stack.wait_quiet()
         sold_before = stack.dbs["inventory"].scalar("SELECT sold FROM products")
 

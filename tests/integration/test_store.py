@@ -992,7 +992,11 @@ def test_a_restock_is_confirmed_only_once_inventory_has_applied_it(store):
     # acknowledges it) once it is back.
     assert http(store.base, "POST", "/restock")[0] == 200
     level = max(store.get_json("/product")["inventory"], 1)
-    acks = store.dbs["api"].scalar("SELECT count(*) FROM restock_acks")
+    api_db = store.dbs["api"]
+    old_ack = str(uuid.uuid4())
+    api_db.query(f"INSERT INTO restock_acks VALUES ('{old_ack}', now() - interval '25 hours')",
+                 as_owner=True)
+    acks = int(api_db.scalar("SELECT count(*) FROM restock_acks"))
     store.stop(["inventory"])
     try:
         with restarted_with(store, "api", API_WAIT_MS=2000, API_RESTOCK_LEVEL=level):
@@ -1004,8 +1008,10 @@ def test_a_restock_is_confirmed_only_once_inventory_has_applied_it(store):
     finally:
         if not store.processes["inventory"].alive():
             store.start(["inventory"])
-    # Both restocks were applied and acknowledged, the unconfirmed one too.
-    assert int(store.dbs["api"].scalar("SELECT count(*) FROM restock_acks")) >= int(acks) + 2
+    # Both restocks were applied and acknowledged, the unconfirmed one too;
+    # an ack no call can still be waiting for went.
+    assert api_db.scalar(f"SELECT count(*) FROM restock_acks WHERE restock_id = '{old_ack}'") == "0"
+    assert int(api_db.scalar("SELECT count(*) FROM restock_acks")) >= acks - 1 + 2
 
 
 def saga_admin(store, method, path):

@@ -1,7 +1,8 @@
 /*
  * test_payload.c - exact money arithmetic for order amounts
  * (payload_amount_times), which checkout computes without asking the database,
- * and text cut to fit without breaking UTF-8 (payload_copy_text).
+ * text cut to fit without breaking UTF-8 (payload_copy_text), and optional
+ * UUID fields (payload_optional_uuid).
  */
 #include <check.h>
 #include <string.h>
@@ -72,12 +73,34 @@ START_TEST(text_is_cut_only_between_utf8_sequences)
 }
 END_TEST
 
+START_TEST(an_optional_uuid_is_absent_or_a_uuid_string)
+{
+    cJSON *payload = cJSON_Parse("{\"ok\":\"0191e5a2-7b3c-7d4e-8f00-0123456789ab\","
+                                 "\"number\":5,\"null\":null,\"short\":\"0191e5a2\","
+                                 "\"quote\":\"1' OR 1=1\"}");
+    const char *out = "unset";
+
+    ck_assert_ptr_nonnull(payload);
+    ck_assert_int_eq(payload_optional_uuid(payload, "absent", &out), 0);
+    ck_assert_ptr_null(out);
+    ck_assert_int_eq(payload_optional_uuid(payload, "ok", &out), 0);
+    ck_assert_str_eq(out, "0191e5a2-7b3c-7d4e-8f00-0123456789ab");
+    ck_assert_int_eq(payload_optional_uuid(payload, "number", &out), -1);
+    ck_assert_int_eq(payload_optional_uuid(payload, "null", &out), -1);
+    ck_assert_int_eq(payload_optional_uuid(payload, "short", &out), -1);
+    ck_assert_int_eq(payload_optional_uuid(payload, "quote", &out), -1);
+    ck_assert_ptr_null(out);
+    cJSON_Delete(payload);
+}
+END_TEST
+
 int main(void)
 {
     const TTest *const tests[] = {
         amounts_are_exact_in_cents,
         malformed_or_too_large_is_refused,
         text_is_cut_only_between_utf8_sequences,
+        an_optional_uuid_is_absent_or_a_uuid_string,
     };
 
     return run_tests("payload", "amount", tests, sizeof(tests) / sizeof(tests[0]));
