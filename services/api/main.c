@@ -7,6 +7,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "contracts.h"
 #include "db_pool.h"
@@ -44,6 +45,27 @@ static char *load_page(const char *path, size_t *len)
     return page;
 }
 
+/* The page's progress bar counts DISPATCH_STEPS steps: the first
+ * PAGE_STEPS_TOKEN in it (page.html has one) becomes the number. steps has
+ * at most 4 digits, fewer than the token's characters, so the page shrinks
+ * in place; page has room for its NUL (load_page). */
+#define PAGE_STEPS_TOKEN "{{DISPATCH_STEPS}}"
+static void page_put_steps(char *page, size_t *len, long steps)
+{
+    char number[16];
+    size_t digits = (size_t)snprintf(number, sizeof(number), "%ld", steps);
+    size_t token_len = strlen(PAGE_STEPS_TOKEN);
+    char *at;
+
+    page[*len] = '\0';
+    at = strstr(page, PAGE_STEPS_TOKEN);
+    if (at == NULL || digits > token_len)
+        return;
+    memcpy(at, number, digits);
+    memmove(at + digits, at + token_len, *len - (size_t)(at - page) - token_len + 1);
+    *len -= token_len - digits;
+}
+
 int main(int argc, char **argv)
 {
     static const char *const consume[] = {TOPIC_CHECKOUT_EVENTS, TOPIC_INVENTORY_EVENTS,
@@ -64,6 +86,9 @@ int main(int argc, char **argv)
          "while waiting, re-check the read model this often even without a notification"},
         {"API_RESTOCK_LEVEL", CONFIG_INT, &store.restock_level, 0, "100", 1, 1000000,
          "POST /restock sets the inventory to this (the DBOS store: 100)"},
+        {"DISPATCH_STEPS", CONFIG_INT, &store.dispatch_steps, 0, "10", 1, 1000,
+         "dispatch's steps per order (set it alike for both): the progress_remaining of an "
+         "order not in dispatch yet, and the page's bar"},
         {"API_MAX_PENDING", CONFIG_INT, &store.max_pending, 0, "64", 1, 100000,
          "checkout, webhook and restock calls waiting at once; more get 503 + Retry-After"},
         {"API_HTTP_THREADS", CONFIG_INT, &http_threads, 0, "4", 1, 64,
@@ -92,6 +117,7 @@ int main(int argc, char **argv)
 
     service_configure(&spec, &settings, argc, argv);
     page = load_page(page_path, &page_len);
+    page_put_steps(page, &page_len, store.dispatch_steps);
     store.pool = db_pool_new(settings.database_url, "api", (int)pool_size, db_timeout_ms);
     if (store.pool == NULL)
         return 1;

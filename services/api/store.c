@@ -213,19 +213,25 @@ void store_product(struct store *store, struct store_reply *reply)
     free(json);
 }
 
+/* An order of the read model as the DBOS store shows it. Before dispatch
+ * starts, progress_remaining is the whole count ($1, DISPATCH_STEPS). */
 #define ORDER_JSON                                                                                 \
     "json_build_object('order_id', o.order_id, 'order_status', o.order_status, "                   \
     "'last_update_time', o.last_update_time, "                                                     \
-    "'progress_remaining', coalesce(p.progress_remaining, 10), 'product_id', o.product_id)"
+    "'progress_remaining', coalesce(p.progress_remaining, $1::int), 'product_id', o.product_id)"
 
 void store_orders(struct store *store, struct store_reply *reply)
 {
+    char steps[16];
+    const char *params[] = {steps};
     char *json = NULL;
+
+    snprintf(steps, sizeof(steps), "%ld", store->dispatch_steps);
     int rc = query_value(store, "orders",
                          "SELECT coalesce(json_agg(" ORDER_JSON " ORDER BY o.order_id DESC), '[]') "
                          "FROM (SELECT * FROM orders ORDER BY order_id DESC LIMIT 1000) o "
                          "LEFT JOIN order_progress p USING (order_id)",
-                         0, NULL, &json);
+                         1, params, &json);
 
     if (rc < 0)
         reply_read_failed(reply, rc);
@@ -244,13 +250,14 @@ void store_order(struct store *store, const char *id_text, struct store_reply *r
         reply_text(reply, 400, "Invalid order ID: expected a positive integer\n");
         return;
     }
-    char id_param[32];
+    char steps[16], id_param[32];
+    snprintf(steps, sizeof(steps), "%ld", store->dispatch_steps);
     snprintf(id_param, sizeof(id_param), "%lld", id);
-    const char *params[] = {id_param};
+    const char *params[] = {steps, id_param};
     rc = query_value(store, "order",
                      "SELECT " ORDER_JSON " FROM orders o LEFT JOIN order_progress p "
-                     "USING (order_id) WHERE o.order_id = $1::bigint",
-                     1, params, &json);
+                     "USING (order_id) WHERE o.order_id = $2::bigint",
+                     2, params, &json);
     if (rc < 0)
         reply_read_failed(reply, rc);
     else if (rc == 0)

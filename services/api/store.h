@@ -16,10 +16,11 @@
 
 struct store {
     struct db_pool *pool;
-    long wait_ms;       /* deadline of checkout, webhook and restock waits */
-    long recheck_ms;    /* fallback re-check interval while waiting */
-    long restock_level; /* POST /restock sets the inventory to this */
-    long max_pending;   /* commands waiting for their answer at once, at most */
+    long wait_ms;        /* deadline of checkout, webhook and restock waits */
+    long recheck_ms;     /* fallback re-check interval while waiting */
+    long restock_level;  /* POST /restock sets the inventory to this */
+    long dispatch_steps; /* progress_remaining of an order not in dispatch yet */
+    long max_pending;    /* commands waiting for their answer at once, at most */
     atomic_long pending;
     struct waiters *waiters;
 };

@@ -1014,6 +1014,22 @@ def test_a_restock_is_confirmed_only_once_inventory_has_applied_it(store):
     assert int(api_db.scalar("SELECT count(*) FROM restock_acks")) >= acks - 1 + 2
 
 
+def test_an_order_not_in_dispatch_yet_shows_every_dispatch_step_to_go(store):
+    # Before dispatch starts, an order has DISPATCH_STEPS steps to go, as the
+    # api is told, not a fixed 10; the page's bar counts as many.
+    with restarted_with(store, "api", DISPATCH_STEPS=4):
+        key = new_key()
+        status, payment_id = store.checkout(key)
+        assert status == 200, payment_id
+        order_id = order_of(store, key)
+        assert store.get_json(f"/order/{order_id}")["progress_remaining"] == 4
+        listed = [o for o in store.get_json("/orders") if o["order_id"] == int(order_id)]
+        assert [o["progress_remaining"] for o in listed] == [4]
+        status, page = http(store.base, "GET", "/")
+        assert status == 200 and 'const STEPS = Number("4") || 10,' in page, page[:200]
+    assert store.webhook(payment_id, "failed")[0] == 200
+
+
 def saga_admin(store, method, path):
     return http(f"http://127.0.0.1:{store.admin_ports['checkout']}", method, path)
 
