@@ -102,13 +102,14 @@ class Stack:
             self.wanted.add(key)
         for service in services:
             wait_until(lambda: self.ready(service), 60, f"{service} to be ready", interval=0.2)
-        wait_until(self.product_served, 60, "the product")
+        # The first api (which the tests call) and every api replica started
+        # serve the product.
+        for api in sorted({"api"} | {s for s in services if self.service_of(s) == "api"}):
+            wait_until(lambda: self.product_served(api), 60, f"the product on {api}")
         # A service that exited after answering (a port it could not bind
         # after all) fails here, by name, not in a later call.
         for service in services:
             assert self.processes[service].alive(), f"{service} exited after it was ready"
-            if self.service_of(service) == "api":
-                wait_until(lambda: self.product_served(service), 60, f"the product on {service}")
 
     def product_served(self, api="api"):
         try:
