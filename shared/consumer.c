@@ -34,6 +34,7 @@ struct consumer {
     double reconnect_at_ms;   /* the idle consumer's next attempt */
     struct metric *m_consumed, *m_duplicates, *m_skipped, *m_dead, *m_retries, *m_handle_ms;
     struct metric *m_lag;
+    struct metric *m_partitions;
 };
 
 /* How often the lag gauge is sampled, and how long the broker may take. */
@@ -546,14 +547,32 @@ static void *lag_sampler_main(void *arg)
     return NULL;
 }
 
+/* Brings this consumer's part of the process-wide partitions gauge to its
+ * current assignment; returns the part now reported. */
+static int report_partitions(struct consumer *consumer, int reported)
+{
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    int count;
+
+    if (rd_kafka_assignment(consumer->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return reported;
+    count = parts->cnt;
+    rd_kafka_topic_partition_list_destroy(parts);
+    metrics_gauge_add(consumer->m_partitions, count - reported);
+    return count;
+}
+
 static void *consumer_main(void *arg)
 {
     struct consumer *consumer = arg;
     rd_kafka_message_t *batch[CONSUMER_BATCH_MAX];
+    int partitions_reported = 0;
 
     while (!atomic_load(&consumer->stop)) {
         int n = 0, batched;
         rd_kafka_message_t *msg = rd_kafka_consumer_poll(consumer->rk, 200);
+
+        partitions_reported = report_partitions(consumer, partitions_reported);
 
         /* Take what has already arrived, without waiting for more: a batch
          * grows only under load, so it adds no latency when idle. */
@@ -594,6 +613,7 @@ static void *consumer_main(void *arg)
         for (int i = 0; i < n; i++)
             rd_kafka_message_destroy(batch[i]);
     }
+    metrics_gauge_add(consumer->m_partitions, -partitions_reported);
     return NULL;
 }
 
@@ -636,6 +656,9 @@ struct consumer *consumer_start(const struct consumer_config *cfg, char *err, si
     consumer->m_lag = metrics_gauge("consumer_lag_messages", NULL,
                                     "Messages on this process's partitions past its group's "
                                     "committed offsets, sampled every 5 s");
+    consumer->m_partitions = metrics_gauge("consumer_partitions_assigned", NULL,
+                                           "Partitions of the consumed topics that the group "
+                                           "has given this process's consumers");
     if (pthread_create(&consumer->thread, NULL, consumer_main, consumer) != 0) {
         snprintf(err, errlen, "cannot start the consumer thread");
         rd_kafka_destroy(consumer->rk);
