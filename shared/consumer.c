@@ -547,17 +547,28 @@ static void *lag_sampler_main(void *arg)
     return NULL;
 }
 
-/* Brings this consumer's part of the process-wide partitions gauge to its
- * current assignment; returns the part now reported. */
-static int report_partitions(struct consumer *consumer, int reported)
+/* How many partitions the group has given this consumer; -1 when
+ * librdkafka cannot say. */
+static int assignment_size(rd_kafka_t *rk)
 {
     rd_kafka_topic_partition_list_t *parts = NULL;
     int count;
 
-    if (rd_kafka_assignment(consumer->rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        return reported;
+    if (rd_kafka_assignment(rk, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return -1;
     count = parts->cnt;
     rd_kafka_topic_partition_list_destroy(parts);
+    return count;
+}
+
+/* Brings this consumer's part of the process-wide partitions gauge to its
+ * current assignment; returns the part now reported. */
+static int report_partitions(struct consumer *consumer, int reported)
+{
+    int count = assignment_size(consumer->rk);
+
+    if (count < 0)
+        return reported;
     metrics_gauge_add(consumer->m_partitions, count - reported);
     return count;
 }
@@ -675,16 +686,12 @@ struct consumer *consumer_start(const struct consumer_config *cfg, char *err, si
 
 int consumer_partitions(const struct consumer *consumer)
 {
-    rd_kafka_topic_partition_list_t *assignment = NULL;
     int count;
 
     if (consumer == NULL || !atomic_load(&((struct consumer *)consumer)->db_ready))
         return -1;
-    if (rd_kafka_assignment(consumer->rk, &assignment) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        return 0;
-    count = assignment->cnt;
-    rd_kafka_topic_partition_list_destroy(assignment);
-    return count;
+    count = assignment_size(consumer->rk);
+    return count < 0 ? 0 : count;
 }
 
 int consumer_is_ready(const struct consumer *consumer)
