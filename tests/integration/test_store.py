@@ -1128,12 +1128,16 @@ def test_a_compensation_after_a_long_expiry_gets_its_own_round_of_resends(store)
     # compensates; that compensation must get its full round of resends (here
     # COMPENSATION_MAX_ROUNDS=2: one resend, then parked), not inherit the
     # count the expiry ran up and be parked at its first timer.
-    with restarted_with(store, "checkout", COMPENSATION_MAX_ROUNDS=2, COMPENSATION_RETRY_MS=200):
+    retries = {"COMPENSATION_MAX_ROUNDS": "2", "COMPENSATION_RETRY_MS": "200"}
+    with restarted_with(store, "checkout", **retries):
         key = new_key()
         status, payment_id = store.checkout(key)
         assert status == 200, payment_id
         order_id = int(order_of(store, key))
-        store.stop(["payment"])
+        # Checkout stays down until the failure waits in payment.commands, so
+        # its payment timeout cannot queue the expiry ahead of the failure
+        # however long the host stalls (the timer is a row; it fires late).
+        store.stop(["payment", "checkout"])
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             try:
                 answer = pool.submit(store.webhook, payment_id, "failed")
@@ -1141,6 +1145,7 @@ def test_a_compensation_after_a_long_expiry_gets_its_own_round_of_resends(store)
                     m["type"] == "provider_result" and m["payload"]["payment_id"] == payment_id
                     for m in store.dump("payment.commands")), 20,
                     "the provider's failure to wait in payment.commands")
+                store.start(["checkout"], extra_env=retries)
                 def expiry_resent_twice():
                     saga = saga_of(store, key)
                     return saga["state"] == "expiring_payment" and \
