@@ -25,7 +25,10 @@ CONSUMES = {
     "dispatch": ["dispatch.commands"],
 }
 DISPATCH_STEPS = 10
-PAYMENT_TIMEOUT_MS = 3000
+# Long enough that a host stall between a checkout and its webhook (CI has
+# stalled for 3 s) cannot let the payment timeout win the race; the tests of
+# the timeout wait for it.
+PAYMENT_TIMEOUT_MS = 10000
 
 
 def http(base, method, path, body=None, timeout=60):

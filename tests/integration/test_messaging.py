@@ -70,7 +70,9 @@ def test_message_delivered_twice_or_replayed_from_offset_zero_has_one_effect(bed
     for message in published[:50]:
         bed.run("produce", bed.topic, message["saga_id"],
                 input_bytes=json.dumps(message).encode())
-    wait_until(lambda: try_metric(port, "messages_duplicate_total") == 50, 60,
+    # At least: a consumer expelled from its group by a stall reads its
+    # uncommitted messages again, and skips them too.
+    wait_until(lambda: try_metric(port, "messages_duplicate_total") >= 50, 60,
                "50 duplicates skipped")
     assert bed.effects() == (200, 1)
 
@@ -82,7 +84,7 @@ def test_message_delivered_twice_or_replayed_from_offset_zero_has_one_effect(bed
     port2 = free_port()
     bed.spawn("consume", ADMIN_PORT=port2)
     wait_until(lambda: bed.lag() == 0, 60, "the rewound consumer to catch up")
-    assert try_metric(port2, "messages_duplicate_total") == 250
+    assert try_metric(port2, "messages_duplicate_total") >= 250
     assert try_metric(port2, "messages_handled_total") == 0
     assert bed.effects() == (200, 1)
     assert bed.db.scalar("SELECT count(*) FROM inbox") == inbox_before

@@ -10,6 +10,7 @@ deadlines end the wait."""
 import datetime
 import os
 import re
+import statistics
 import subprocess
 import threading
 import time
@@ -180,7 +181,10 @@ def test_a_service_without_its_database_retries_each_connection_about_once_a_sec
             times = attempt_times(proc.log_path, message)[:10]
             gaps = [round(b - a, 3) for a, b in zip(times, times[1:])]
             print(message, "gaps:", gaps)
-            assert all(0.4 <= gap <= 1.5 for gap in gaps[-3:]), (message, gaps)
+            # Never faster than the backoff; about a second apart, judged by
+            # the median so that one stall of the host does not decide it.
+            assert all(gap >= 0.4 for gap in gaps[-3:]), (message, gaps)
+            assert statistics.median(gaps[-3:]) <= 1.5, (message, gaps)
         assert all(line.startswith(("ts=", "--- start")) for line in log_lines(proc.log_path))
     finally:
         proc.stop()
