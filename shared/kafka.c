@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backoff.h"
 #include "log.h"
 
 static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
@@ -261,6 +262,63 @@ out:
     for (size_t i = 0; i < count; i++)
         rd_kafka_NewTopic_destroy(new_topics[i]);
     return rc;
+}
+
+int kafka_topic_is_led(const struct rd_kafka_metadata *md, const char *topic)
+{
+    for (int i = 0; i < md->topic_cnt; i++) {
+        const rd_kafka_metadata_topic_t *t = &md->topics[i];
+
+        if (strcmp(t->topic, topic) != 0)
+            continue;
+        if (t->err != RD_KAFKA_RESP_ERR_NO_ERROR || t->partition_cnt == 0)
+            return 0;
+        for (int p = 0; p < t->partition_cnt; p++) {
+            if (t->partitions[p].err != RD_KAFKA_RESP_ERR_NO_ERROR || t->partitions[p].leader < 0)
+                return 0;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+int kafka_await_topics(const char *brokers, const char *const *topics, int timeout_ms, char *err,
+                       size_t errlen)
+{
+    struct kafka_settings settings = {.brokers = brokers, .client_id = "topic-admin"};
+    rd_kafka_conf_t *conf = base_conf(&settings, err, errlen);
+    const char *missing = topics[0];
+    double deadline = backoff_now_ms() + timeout_ms;
+    rd_kafka_t *rk;
+
+    if (conf == NULL)
+        return -1;
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, errlen);
+    if (rk == NULL) {
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    while (missing != NULL && backoff_now_ms() < deadline) {
+        const struct rd_kafka_metadata *md = NULL;
+
+        if (rd_kafka_metadata(rk, 1, NULL, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            missing = NULL;
+            for (const char *const *t = topics; *t && missing == NULL; t++) {
+                if (!kafka_topic_is_led(md, *t))
+                    missing = *t;
+            }
+            rd_kafka_metadata_destroy(md);
+        }
+        if (missing != NULL)
+            backoff_sleep_ms(50);
+    }
+    rd_kafka_destroy(rk);
+    if (missing != NULL) {
+        snprintf(err, errlen, "topic %s not in the broker's metadata within %d ms", missing,
+                 timeout_ms);
+        return -1;
+    }
+    return 0;
 }
 
 int kafka_keep_ms(const char *retention_ms, const char *segment_ms, const char *cleanup_policy,

@@ -65,6 +65,20 @@ int kafka_ensure_topics(const char *brokers, const char *const *topics, int part
                         int timeout_ms, char *err, size_t errlen);
 
 /*
+ * Waits until the broker's metadata shows each topic of the NULL-terminated
+ * array with every partition led, so that a consumer subscribing next is
+ * given all of them in its first assignment (a topic created a moment ago
+ * may be missing from the first answers). Returns 0, or -1 with the topic
+ * still missing in err once timeout_ms has passed.
+ */
+int kafka_await_topics(const char *brokers, const char *const *topics, int timeout_ms, char *err,
+                       size_t errlen);
+
+/* Whether the metadata shows topic without error, with at least one
+ * partition and a leader for each. Returns 1 if so, else 0. */
+int kafka_topic_is_led(const struct rd_kafka_metadata *md, const char *topic);
+
+/*
  * How long a topic may still hold a message, from its configuration: a
  * segment is deleted once its newest message is older than retention_ms, and
  * a segment is closed at the latest segment_ms after its first message, so

@@ -250,12 +250,17 @@ void service_configure(const struct service_spec *spec, struct service_settings 
     crashpoint_init();
 }
 
+/* Creates the topics the service consumes and produces (and their dead-letter
+ * topics), then waits, for a bounded time, until the broker shows the
+ * consumed ones, so that the consumer's first assignment holds all of them
+ * and /readyz does not say ready on a part of its share. */
 static void ensure_topics(const struct service_spec *spec, const struct service_settings *settings)
 {
     static char names[MAX_TOPICS][160];
     const char *topics[MAX_TOPICS + 1];
+    const char *consumed[MAX_TOPICS + 1];
     const char *const *lists[] = {spec->consume_topics, spec->produce_topics};
-    size_t count = 0;
+    size_t count = 0, consumed_count = 0;
     struct backoff retry;
     char err[512];
 
@@ -263,6 +268,8 @@ static void ensure_topics(const struct service_spec *spec, const struct service_
         for (const char *const *t = lists[l]; t && *t && count + 2 <= MAX_TOPICS; t++) {
             kafka_wire_topic(names[count], sizeof(names[count]), settings->topic_prefix, *t, NULL);
             topics[count] = names[count];
+            if (l == 0)
+                consumed[consumed_count++] = names[count];
             count++;
             kafka_wire_topic(names[count], sizeof(names[count]), settings->topic_prefix, *t,
                              ".dlq");
@@ -271,12 +278,18 @@ static void ensure_topics(const struct service_spec *spec, const struct service_
         }
     }
     topics[count] = NULL;
+    consumed[consumed_count] = NULL;
     backoff_init(&retry, 200, 5000, 0);
     while (!stop_requested &&
            kafka_ensure_topics(settings->brokers, topics, 4, 5000, err, sizeof(err)) != 0) {
         log_warn("msg=\"cannot create topics yet; retrying\" error=\"%s\"", err);
         backoff_sleep_ms(backoff_next(&retry));
     }
+    /* Not fatal: the consumer's metadata refresh finds a late topic too,
+     * only with a rebalance later. */
+    if (!stop_requested && consumed_count > 0 &&
+        kafka_await_topics(settings->brokers, consumed, 10000, err, sizeof(err)) != 0)
+        log_warn("msg=\"subscribing before every topic is known\" error=\"%s\"", err);
 }
 
 static int service_ready(void *arg, char *why, size_t whylen)

@@ -25,6 +25,24 @@ def handled(stack, key):
     return metrics(stack.admin_ports[key]).get("messages_handled_total", 0)
 
 
+def test_a_single_replica_is_ready_holding_every_partition_it_consumes():
+    """Readiness means the service works its whole share: alone in its group,
+    a replica's first assignment holds every partition of every topic it
+    consumes, even for topics created a moment before it subscribed."""
+    stack = Stack()
+    try:
+        stack.start()
+        for service in SERVICES:
+            # The gauge follows the assignment within a poll of the consumer.
+            held = wait_until(lambda: partitions(stack, service), 5,
+                              f"{service}'s partitions on its gauge", interval=0.05)
+            assert held == CONSUMED_PARTITIONS[service], (
+                f"{service} was ready holding {held:g} of its "
+                f"{CONSUMED_PARTITIONS[service]} partitions")
+    finally:
+        stack.close()
+
+
 def test_two_replicas_of_every_service_share_the_work_and_stay_correct():
     stack = Stack(PAYMENT_TIMEOUT_MS=15000)
     try:

@@ -1,7 +1,8 @@
 /*
  * test_kafka_topics.c - topic names on the wire: the deployment's prefix and
- * an optional suffix around the logical name, truncation reported, and the
- * logical name recovered from the wire name.
+ * an optional suffix around the logical name, truncation reported, the
+ * logical name recovered from the wire name, and when a metadata answer
+ * shows a topic ready to be assigned.
  */
 #include <check.h>
 #include <string.h>
@@ -50,12 +51,42 @@ START_TEST(the_logical_name_comes_back_from_the_wire)
 }
 END_TEST
 
+START_TEST(a_topic_is_led_only_when_every_partition_has_a_leader)
+{
+    rd_kafka_metadata_partition_t led[2] = {{.id = 0, .leader = 1}, {.id = 1, .leader = 1}};
+    rd_kafka_metadata_partition_t half[2] = {{.id = 0, .leader = 1}, {.id = 1, .leader = -1}};
+    rd_kafka_metadata_partition_t failing[1] = {
+        {.id = 0, .leader = 1, .err = RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE}};
+    rd_kafka_metadata_topic_t topics[] = {
+        {.topic = "t1.ready", .partition_cnt = 2, .partitions = led},
+        {.topic = "t1.half", .partition_cnt = 2, .partitions = half},
+        {.topic = "t1.failing", .partition_cnt = 1, .partitions = failing},
+        {.topic = "t1.empty", .partition_cnt = 0, .partitions = NULL},
+        {.topic = "t1.unknown",
+         .partition_cnt = 2,
+         .partitions = led,
+         .err = RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART},
+    };
+    struct rd_kafka_metadata md = {.topic_cnt = 5, .topics = topics};
+
+    ck_assert_int_eq(kafka_topic_is_led(&md, "t1.ready"), 1);
+    ck_assert_int_eq(kafka_topic_is_led(&md, "t1.half"), 0);
+    ck_assert_int_eq(kafka_topic_is_led(&md, "t1.failing"), 0);
+    ck_assert_int_eq(kafka_topic_is_led(&md, "t1.empty"), 0);
+    ck_assert_int_eq(kafka_topic_is_led(&md, "t1.unknown"), 0);
+    /* Absent from the answer: not created yet, or not yet known there. */
+    ck_assert_int_eq(kafka_topic_is_led(&md, "t1.absent"), 0);
+    ck_assert_int_eq(kafka_topic_is_led(&md, "t1.read"), 0);
+}
+END_TEST
+
 int main(void)
 {
     const TTest *const tests[] = {
         prefix_and_suffix_surround_the_logical_name,
         a_name_that_does_not_fit_is_reported,
         the_logical_name_comes_back_from_the_wire,
+        a_topic_is_led_only_when_every_partition_has_a_leader,
     };
 
     return run_tests("kafka_topics", "core", tests, sizeof(tests) / sizeof(tests[0]));
