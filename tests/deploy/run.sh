@@ -14,4 +14,7 @@ echo "== kubernetes-validate --strict k8s/*.yaml"
 "$venv/bin/kubernetes-validate" --strict --quiet "$root"/k8s/*.yaml
 echo "ok: every manifest matches the Kubernetes 1.37 schemas"
 cd "$root/tests/deploy"
+# Not on a terminal (CI, a log file), pytest cuts each line of its summary
+# at 80 columns, which drops the error after a long test name.
+[ -t 1 ] || export COLUMNS="${COLUMNS:-250}"
 exec python3 -m pytest -v -rA "$@" .
