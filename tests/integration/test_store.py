@@ -1049,6 +1049,15 @@ def parking_after_one_round(store):
 PARKED = 'sagas{state="compensation_failed"}'
 
 
+def wait_dead_lettered(store, service, before, count):
+    """Waits until service has dead-lettered count messages since its
+    messages_dead_lettered_total read before. A test that parks a saga behind
+    a blocked table waits for this before lifting the block: a command still
+    in its consumer's retries would otherwise succeed and close the saga."""
+    wait_until(lambda: metric(store, service, "messages_dead_lettered_total") >= before + count,
+               30, f"{count} message(s) dead-lettered by {service}")
+
+
 def wait_parked(store, key):
     def parked():
         status, body = saga_admin(store, "GET", "/sagas/state/compensation_failed")
@@ -1069,6 +1078,7 @@ def test_a_parked_saga_is_visible_and_an_operator_resumes_it(store):
         status, payment_id = store.checkout(key)
         assert status == 200, payment_id
         order_id = int(order_of(store, key))
+        dead = metric(store, "inventory", "messages_dead_lettered_total")
         with blocked(store.dbs["inventory"], "reservations",
                      f"order_id <> {order_id} OR status <> 'released'"):
             status, answer = store.webhook(payment_id, "failed")
@@ -1081,6 +1091,8 @@ def test_a_parked_saga_is_visible_and_an_operator_resumes_it(store):
             # ... and counted on /metrics, for an alert.
             wait_until(lambda: metric(store, "checkout", PARKED) == 1, 30,
                        "the parked saga to be counted")
+            # Its one release_stock (no resend in one round) is given up.
+            wait_dead_lettered(store, "inventory", dead, 1)
 
         status, body = saga_admin(store, "POST", f"/sagas/{key}/resume")
         assert status == 200, body
@@ -1152,10 +1164,13 @@ def test_a_compensation_after_a_long_expiry_gets_its_own_round_of_resends(store)
                         saga["compensation"]["attempts"] >= 2
                 wait_until(expiry_resent_twice, PAYMENT_TIMEOUT_MS / 1000 + 20,
                            "the expiry to be resent twice")
+                dead = metric(store, "inventory", "messages_dead_lettered_total")
                 with blocked(store.dbs["inventory"], "reservations",
                              f"order_id <> {order_id} OR status <> 'released'"):
                     store.start(["payment"])
                     saga = wait_parked(store, key)
+                    # The release_stock and its one resend are both given up.
+                    wait_dead_lettered(store, "inventory", dead, 2)
             finally:
                 store.start([service for service in ["payment"] if service not in store.wanted])
             assert answer.result() == (200, str(order_id))
