@@ -169,22 +169,31 @@ struct admin_request {
     rd_kafka_event_t *event; /* the answer, once admin_wait() returned 0 */
 };
 
+/* A short-lived client for admin requests and metadata; NULL with the
+ * reason in err. */
+static rd_kafka_t *admin_client_new(const char *brokers, char *err, size_t errlen)
+{
+    struct kafka_settings settings = {.brokers = brokers, .client_id = "topic-admin"};
+    rd_kafka_conf_t *conf = base_conf(&settings, err, errlen);
+    rd_kafka_t *rk;
+
+    if (conf == NULL)
+        return NULL;
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, errlen);
+    if (rk == NULL)
+        rd_kafka_conf_destroy(conf);
+    return rk;
+}
+
 /* Creates the client, the options (timeout_ms) and the answer queue.
  * Returns 0, or -1 with the reason in err (nothing to release then). */
 static int admin_begin(struct admin_request *req, const char *brokers, rd_kafka_admin_op_t op,
                        int timeout_ms, char *err, size_t errlen)
 {
-    struct kafka_settings settings = {.brokers = brokers, .client_id = "topic-admin"};
-    rd_kafka_conf_t *conf = base_conf(&settings, err, errlen);
-
     memset(req, 0, sizeof(*req));
-    if (conf == NULL)
+    req->rk = admin_client_new(brokers, err, errlen);
+    if (req->rk == NULL)
         return -1;
-    req->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, errlen);
-    if (req->rk == NULL) {
-        rd_kafka_conf_destroy(conf);
-        return -1;
-    }
     req->options = rd_kafka_AdminOptions_new(req->rk, op);
     rd_kafka_AdminOptions_set_request_timeout(req->options, timeout_ms, err, errlen);
     if (op == RD_KAFKA_ADMIN_OP_CREATETOPICS)
@@ -285,19 +294,12 @@ int kafka_topic_is_led(const struct rd_kafka_metadata *md, const char *topic)
 int kafka_await_topics(const char *brokers, const char *const *topics, int timeout_ms, char *err,
                        size_t errlen)
 {
-    struct kafka_settings settings = {.brokers = brokers, .client_id = "topic-admin"};
-    rd_kafka_conf_t *conf = base_conf(&settings, err, errlen);
     const char *missing = topics[0];
     double deadline = backoff_now_ms() + timeout_ms;
-    rd_kafka_t *rk;
+    rd_kafka_t *rk = admin_client_new(brokers, err, errlen);
 
-    if (conf == NULL)
+    if (rk == NULL)
         return -1;
-    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, errlen);
-    if (rk == NULL) {
-        rd_kafka_conf_destroy(conf);
-        return -1;
-    }
     while (missing != NULL && backoff_now_ms() < deadline) {
         const struct rd_kafka_metadata *md = NULL;
 
