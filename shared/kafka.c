@@ -296,14 +296,19 @@ int kafka_await_topics(const char *brokers, const char *const *topics, int timeo
 {
     const char *missing = topics[0];
     double deadline = backoff_now_ms() + timeout_ms;
+    rd_kafka_resp_err_t last = RD_KAFKA_RESP_ERR__TRANSPORT;
+    int answered = 0;
     rd_kafka_t *rk = admin_client_new(brokers, err, errlen);
 
     if (rk == NULL)
         return -1;
     while (missing != NULL && backoff_now_ms() < deadline) {
         const struct rd_kafka_metadata *md = NULL;
+        double left = deadline - backoff_now_ms();
 
-        if (rd_kafka_metadata(rk, 1, NULL, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        last = rd_kafka_metadata(rk, 1, NULL, &md, left < 2000 ? (int)left + 1 : 2000);
+        if (last == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            answered = 1;
             missing = NULL;
             for (const char *const *t = topics; *t && missing == NULL; t++) {
                 if (!kafka_topic_is_led(md, *t))
@@ -315,12 +320,15 @@ int kafka_await_topics(const char *brokers, const char *const *topics, int timeo
             backoff_sleep_ms(50);
     }
     rd_kafka_destroy(rk);
-    if (missing != NULL) {
+    if (missing == NULL)
+        return 0;
+    if (answered)
         snprintf(err, errlen, "topic %s not in the broker's metadata within %d ms", missing,
                  timeout_ms);
-        return -1;
-    }
-    return 0;
+    else
+        snprintf(err, errlen, "no metadata from the broker within %d ms: %s", timeout_ms,
+                 rd_kafka_err2str(last));
+    return -1;
 }
 
 int kafka_keep_ms(const char *retention_ms, const char *segment_ms, const char *cleanup_policy,

@@ -68,8 +68,9 @@ int kafka_ensure_topics(const char *brokers, const char *const *topics, int part
  * Waits until the broker's metadata shows each topic of the NULL-terminated
  * array with every partition led, so that a consumer subscribing next is
  * given all of them in its first assignment (a topic created a moment ago
- * may be missing from the first answers). Returns 0, or -1 with the topic
- * still missing in err once timeout_ms has passed.
+ * may be missing from the first answers). Returns 0, or -1 once timeout_ms
+ * has passed, with err naming the topic still missing, or saying that the
+ * broker never answered.
  */
 int kafka_await_topics(const char *brokers, const char *const *topics, int timeout_ms, char *err,
                        size_t errlen);

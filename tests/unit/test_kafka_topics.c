@@ -1,8 +1,9 @@
 /*
  * test_kafka_topics.c - topic names on the wire: the deployment's prefix and
  * an optional suffix around the logical name, truncation reported, the
- * logical name recovered from the wire name, and when a metadata answer
- * shows a topic ready to be assigned.
+ * logical name recovered from the wire name, when a metadata answer shows a
+ * topic ready to be assigned, and what the wait for topics says when no
+ * broker answers.
  */
 #include <check.h>
 #include <string.h>
@@ -80,6 +81,18 @@ START_TEST(a_topic_is_led_only_when_every_partition_has_a_leader)
 }
 END_TEST
 
+START_TEST(a_broker_that_never_answers_is_named_as_such)
+{
+    const char *const topics[] = {"t1.checkout.events", NULL};
+    char err[256] = "";
+
+    /* Nothing listens on port 1: no metadata comes, whatever the topics. */
+    ck_assert_int_eq(kafka_await_topics("127.0.0.1:1", topics, 300, err, sizeof(err)), -1);
+    ck_assert_msg(strstr(err, "no metadata from the broker within 300 ms") == err, "err: %s", err);
+    ck_assert_ptr_null(strstr(err, "t1.checkout.events"));
+}
+END_TEST
+
 int main(void)
 {
     const TTest *const tests[] = {
@@ -87,6 +100,7 @@ int main(void)
         a_name_that_does_not_fit_is_reported,
         the_logical_name_comes_back_from_the_wire,
         a_topic_is_led_only_when_every_partition_has_a_leader,
+        a_broker_that_never_answers_is_named_as_such,
     };
 
     return run_tests("kafka_topics", "core", tests, sizeof(tests) / sizeof(tests[0]));
