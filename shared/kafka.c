@@ -295,17 +295,17 @@ int kafka_await_topics(const char *brokers, const char *const *topics, int timeo
                        size_t errlen)
 {
     const char *missing = topics[0];
-    double deadline = backoff_now_ms() + timeout_ms;
+    double deadline = backoff_now_ms() + timeout_ms, left;
     rd_kafka_resp_err_t last = RD_KAFKA_RESP_ERR__TRANSPORT;
     int answered = 0;
     rd_kafka_t *rk = admin_client_new(brokers, err, errlen);
 
     if (rk == NULL)
         return -1;
-    while (missing != NULL && backoff_now_ms() < deadline) {
+    while (missing != NULL && (left = deadline - backoff_now_ms()) > 0) {
         const struct rd_kafka_metadata *md = NULL;
-        double left = deadline - backoff_now_ms();
 
+        /* One request at most 2 s, and never past the deadline. */
         last = rd_kafka_metadata(rk, 1, NULL, &md, left < 2000 ? (int)left + 1 : 2000);
         if (last == RD_KAFKA_RESP_ERR_NO_ERROR) {
             answered = 1;
