@@ -3,7 +3,8 @@ against the code, without a Docker engine or a cluster: every variable given
 to a service is one the service reads (its --help lists them), every secret
 key is one the documented .env holds, every probe and Service port is one the
 container declares, and compose and Kubernetes run the same five services
-from the same image with the same admin ports. (run.sh first validates the
+from the same image with the same admin ports, next to the Kafka and
+PostgreSQL versions the other tests run against. (run.sh first validates the
 manifests against the Kubernetes API's schemas.)"""
 
 import os
@@ -276,3 +277,28 @@ def test_network_policies_let_each_service_port_through_and_name_real_ports(mani
                                for rule in p["spec"].get("ingress", []) for q in rule["ports"])
                            for p in policies), \
                     f"no policy lets {service['metadata']['name']}:{port['targetPort']} in"
+
+
+def images(compose, manifests):
+    """Every image compose and Kubernetes run, with where each is named."""
+    named = [(f"compose {name}", s["image"]) for name, s in compose["services"].items()
+             if "image" in s]
+    for doc, spec in pod_specs(manifests):
+        named += [(f"k8s {doc['metadata']['name']}", c["image"]) for c in containers(spec)]
+    return named
+
+
+def test_the_containers_run_the_broker_and_database_the_tests_run_against(compose, manifests):
+    with open(os.path.join(ROOT, "scripts", "kafka", "pom.xml")) as f:
+        kafka = re.search(r"<kafka\.version>([^<]+)<", f.read()).group(1)
+    majors = [int(d) for d in os.listdir("/usr/lib/postgresql") if d.isdigit()]
+    postgres = str(max(majors))  # the server scripts/pg.sh starts
+    seen = set()
+    for where, image in images(compose, manifests):
+        name, _, tag = image.partition(":")
+        if name == "apache/kafka":
+            assert tag == kafka, f"{where} runs {image}; the tests run Kafka {kafka}"
+        elif name == "postgres":
+            assert tag == postgres, f"{where} runs {image}; the tests run PostgreSQL {postgres}"
+        seen.add(name)
+    assert {"apache/kafka", "postgres"} <= seen
