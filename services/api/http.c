@@ -325,7 +325,14 @@ static enum MHD_Result route(struct http_server *server, struct MHD_Connection *
     } else if (strncmp(url, "/order/", 7) == 0) {
         if (!is_get)
             return method_not_allowed(connection, GET_ALLOW);
-        if (split_path(url + 7, state->args, 1) != 1)
+        const char *id = url + 7;
+        int segments = split_path(id, state->args, 1);
+
+        /* Digits too many to hold are still a well-formed id, of no order
+         * (as store_order() treats one past bigint). */
+        if (segments == SPLIT_TOO_LONG && strspn(id, "0123456789") == strlen(id))
+            return respond_text(connection, 404, "Order not found\n", NULL);
+        if (segments != 1)
             return respond_text(connection, 400, "Invalid order ID: expected a positive integer\n",
                                 NULL);
         job = JOB_ORDER;

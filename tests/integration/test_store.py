@@ -333,6 +333,8 @@ BAD_REQUESTS = [
     # An id past bigint is well formed and names no order.
     ("GET", "/order/9223372036854775807", 404),
     ("GET", "/order/99999999999999999999", 404),
+    ("GET", "/order/" + "9" * 300, 404),
+    ("GET", "/order/" + "9" * 300 + "x", 400),
     # %00 must not cut the path short: not order 1, not key "abc".
     ("GET", "/order/1%00junk", 400),
     ("POST", "/checkout/abc%00x", 400),
