@@ -291,8 +291,10 @@ def images(compose, manifests):
 def test_the_containers_run_the_broker_and_database_the_tests_run_against(compose, manifests):
     with open(os.path.join(ROOT, "scripts", "kafka", "pom.xml")) as f:
         kafka = re.search(r"<kafka\.version>([^<]+)<", f.read()).group(1)
-    majors = [int(d) for d in os.listdir("/usr/lib/postgresql") if d.isdigit()]
-    postgres = str(max(majors))  # the server scripts/pg.sh starts
+    # The server scripts/pg.sh starts: the highest major with an initdb.
+    majors = [int(d) for d in os.listdir("/usr/lib/postgresql")
+              if d.isdigit() and os.path.exists(f"/usr/lib/postgresql/{d}/bin/initdb")]
+    postgres = str(max(majors))
     seen = set()
     for where, image in images(compose, manifests):
         name, _, tag = image.partition(":")
