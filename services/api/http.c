@@ -331,10 +331,9 @@ static enum MHD_Result route(struct http_server *server, struct MHD_Connection *
         /* Digits too many to hold are still a well-formed id, of no order
          * (as store_order() treats one past bigint). */
         if (segments == SPLIT_TOO_LONG && strspn(id, "0123456789") == strlen(id))
-            return respond_text(connection, 404, "Order not found\n", NULL);
+            return respond_text(connection, 404, STORE_ORDER_NOT_FOUND, NULL);
         if (segments != 1)
-            return respond_text(connection, 400, "Invalid order ID: expected a positive integer\n",
-                                NULL);
+            return respond_text(connection, 400, STORE_ORDER_ID_INVALID, NULL);
         job = JOB_ORDER;
     } else if (strncmp(url, "/checkout/", 10) == 0) {
         if (!is_post)

@@ -247,7 +247,7 @@ void store_order(struct store *store, const char *id_text, struct store_reply *r
     int rc;
 
     if (!store_parse_order_id(id_text, &id)) {
-        reply_text(reply, 400, "Invalid order ID: expected a positive integer\n");
+        reply_text(reply, 400, STORE_ORDER_ID_INVALID);
         return;
     }
     char steps[16], id_param[32];
@@ -261,7 +261,7 @@ void store_order(struct store *store, const char *id_text, struct store_reply *r
     if (rc < 0)
         reply_read_failed(reply, rc);
     else if (rc == 0)
-        reply_text(reply, 404, "Order not found\n");
+        reply_text(reply, 404, STORE_ORDER_NOT_FOUND);
     else
         reply_json(reply, json);
     free(json);

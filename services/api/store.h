@@ -57,6 +57,10 @@ enum store_step { STORE_REPLIED, STORE_PARKED, STORE_NEEDS_DB };
 void store_product(struct store *store, struct store_reply *reply);
 void store_orders(struct store *store, struct store_reply *reply);
 void store_order(struct store *store, const char *id_text, struct store_reply *reply);
+/* store_order()'s answers to a malformed id (400) and to one of no order
+ * (404), also given by the router to ids it does not pass on. */
+#define STORE_ORDER_ID_INVALID "Invalid order ID: expected a positive integer\n"
+#define STORE_ORDER_NOT_FOUND  "Order not found\n"
 enum store_step store_restock(struct store *store, struct store_call *call,
                               struct store_reply *reply);
 enum store_step store_checkout(struct store *store, struct store_call *call, const char *key,
