@@ -330,7 +330,7 @@ static enum MHD_Result route(struct http_server *server, struct MHD_Connection *
 
         /* Digits too many to hold are still a well-formed id, of no order
          * (as store_order() treats one past bigint). */
-        if (segments == SPLIT_TOO_LONG && strspn(id, "0123456789") == strlen(id))
+        if (segments == SPLIT_TOO_LONG && id[strspn(id, "0123456789")] == '\0')
             return respond_text(connection, 404, STORE_ORDER_NOT_FOUND, NULL);
         if (segments != 1)
             return respond_text(connection, 400, STORE_ORDER_ID_INVALID, NULL);
