@@ -1,5 +1,5 @@
 /*
- * crashpoint.c - SIGKILL at a named point, for crash tests.
+ * crashpoint.c - SIGKILL, or an injected failure, at a named point, for crash tests.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "crashpoint.h"
@@ -13,32 +13,59 @@
 
 #include "log.h"
 
-static char crash_point[96];
-static long crash_after = 1;
-static atomic_long crash_hits;
+/* One armed point: its name, the hit that fires, the hits so far. */
+struct armed_point {
+    char name[96];
+    long after;
+    atomic_long hits;
+};
 
-void crashpoint_init(void)
+static struct armed_point crash_at, fault_at;
+
+/* Reads "<point>[:<n>]" from the environment variable var into armed. */
+static void arm(struct armed_point *armed, const char *var)
 {
-    const char *spec = getenv("CRASH_AT");
+    const char *spec = getenv(var);
     const char *colon;
 
-    crash_point[0] = '\0';
+    armed->name[0] = '\0';
     if (spec == NULL || spec[0] == '\0')
         return;
     colon = strchr(spec, ':');
-    snprintf(crash_point, sizeof(crash_point), "%.*s",
+    snprintf(armed->name, sizeof(armed->name), "%.*s",
              (int)(colon ? (size_t)(colon - spec) : strlen(spec)), spec);
-    crash_after = colon ? atol(colon + 1) : 1;
-    if (crash_after < 1)
-        crash_after = 1;
-    log_warn("msg=\"fault injection armed\" crash_at=%s hit=%ld", crash_point, crash_after);
+    armed->after = colon ? atol(colon + 1) : 1;
+    if (armed->after < 1)
+        armed->after = 1;
+    log_warn("msg=\"fault injection armed\" var=%s point=%s hit=%ld", var, armed->name,
+             armed->after);
+}
+
+/* Counts a hit of point; returns 1 when it is the armed one's n-th. */
+static int reached(struct armed_point *armed, const char *point)
+{
+    if (armed->name[0] == '\0' || strcmp(point, armed->name) != 0)
+        return 0;
+    return atomic_fetch_add(&armed->hits, 1) + 1 == armed->after;
+}
+
+void crashpoint_init(void)
+{
+    arm(&crash_at, "CRASH_AT");
+    arm(&fault_at, "FAULT_AT");
+}
+
+int faultpoint(const char *point)
+{
+    if (!reached(&fault_at, point))
+        return 0;
+    log_warn("msg=\"fault point reached\" point=%s", point);
+    return 1;
 }
 
 void crashpoint(const char *point)
 {
-    if (crash_point[0] == '\0' || strcmp(point, crash_point) != 0)
-        return;
-    if (atomic_fetch_add(&crash_hits, 1) + 1 != crash_after)
+    if (!reached(&crash_at, point))
         return;
     log_error("msg=\"crash point reached; killing the process\" point=%s", point);
     kill(getpid(), SIGKILL);

@@ -73,7 +73,9 @@ rd_kafka_t *kafka_producer_new(const struct kafka_settings *settings,
     if (conf_set(conf, "enable.idempotence", "true", err, errlen) != 0 ||
         conf_set(conf, "acks", "all", err, errlen) != 0 ||
         conf_set(conf, "linger.ms", linger, err, errlen) != 0 ||
-        conf_set(conf, "message.timeout.ms", "60000", err, errlen) != 0 ||
+        conf_set(conf, "message.timeout.ms", settings->gapless ? "0" : "60000", err, errlen) != 0 ||
+        conf_set(conf, "enable.gapless.guarantee", settings->gapless ? "true" : "false", err,
+                 errlen) != 0 ||
         conf_set(conf, "batch.num.messages", "10000", err, errlen) != 0 ||
         conf_set(conf, "queue.buffering.max.messages", "200000", err, errlen) != 0 ||
         conf_set(conf, "compression.codec", "none", err, errlen) != 0) {

@@ -21,6 +21,9 @@ struct kafka_settings {
                                   group counts the member gone; 0 for librdkafka's 300000 */
     const char *topic_prefix;  /* prepended to every topic name on the wire; NULL or "" for
                                   none (lets test runs share a broker without crosstalk) */
+    int gapless;               /* producers: never time a message out, and make any failure
+                                  that could leave a gap in a partition a fatal error (the
+                                  outbox relay, which must keep each key's order) */
 };
 
 /* Returns the topic name without settings' prefix (the logical name). */

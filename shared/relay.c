@@ -2,6 +2,12 @@
  * relay.c - outbox relay thread: lock, wait for NOTIFY or the poll interval,
  * read a batch in id order, produce it, wait for every delivery report, delete
  * what was acknowledged.
+ *
+ * What was acknowledged is deleted before anything new is read: a delete that
+ * fails is retried on its own, so rows already published are not published
+ * again while the database refuses the delete. A producer that fails for good
+ * (a fatal error of the idempotent producer) is replaced, and the rows it did
+ * not deliver are read again, in order.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "relay.h"
@@ -41,7 +47,8 @@ struct relay {
     int *slots;       /* batch_size entries, written by the delivery callback */
     char *delete_ids; /* "{1,2,...}" buffer for the delete */
     size_t delete_cap;
-    struct metric *m_published, *m_failed, *m_active, *m_batch_ms, *m_notified;
+    int undeleted; /* rows in delete_ids, acknowledged and not yet deleted */
+    struct metric *m_published, *m_failed, *m_active, *m_batch_ms, *m_notified, *m_replaced;
     rd_kafka_topic_t *known[RELAY_MAX_TOPICS]; /* cfg.topics, kept for their metadata */
     int known_count;
 };
@@ -224,6 +231,32 @@ static int relay_produce(struct relay *relay, PGresult *res, int row)
     return 0;
 }
 
+/* 1 once the producer has raised a fatal error: it delivers nothing more. */
+static int relay_producer_failed(struct relay *relay)
+{
+    char reason[256];
+
+    return rd_kafka_fatal_error(relay->producer, reason, sizeof(reason)) !=
+           RD_KAFKA_RESP_ERR_NO_ERROR;
+}
+
+/* Deletes the rows in delete_ids, which the broker acknowledged. Returns 0,
+ * or -1 with them kept for the next try. */
+static int relay_delete_published(struct relay *relay)
+{
+    const char *params[] = {relay->delete_ids};
+
+    if (relay->undeleted == 0)
+        return 0;
+    if (db_exec(relay->conn, "outbox delete", "DELETE FROM outbox WHERE id = ANY($1::bigint[])", 1,
+                params) != 0)
+        return -1;
+    atomic_fetch_add(&relay->published, relay->undeleted);
+    metrics_add(relay->m_published, (uint64_t)relay->undeleted);
+    relay->undeleted = 0;
+    return 0;
+}
+
 /*
  * Publishes one batch. Returns the number of rows read (0 when the outbox is
  * empty), or -1 when the database or the broker failed.
@@ -237,6 +270,9 @@ static int relay_publish_batch(struct relay *relay)
     size_t len = 0;
     double started = backoff_now_ms();
 
+    /* Rows published before must go first, or the read would find them. */
+    if (relay_delete_published(relay) != 0)
+        return -1;
     snprintf(limit, sizeof(limit), "%ld", relay->cfg.batch_size);
     res = db_query(relay->conn, "outbox read",
                    "SELECT id, topic, msg_key, msg_id::text, msg_type, traceparent, value "
@@ -251,9 +287,16 @@ static int relay_publish_batch(struct relay *relay)
     }
     for (int i = 0; i < rows; i++)
         relay_produce(relay, res, i);
-    /* Every report must be in before the slots can be read; librdkafka
-     * retries internally until message.timeout.ms, so this ends. */
-    while (rd_kafka_outq_len(relay->producer) > 0 && !atomic_load(&relay->stop))
+    if (faultpoint("relay.producer_fatal"))
+        rd_kafka_test_fatal_error(relay->producer, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                                  "injected by FAULT_AT");
+    /* Every report must be in before the slots can be read. librdkafka
+     * retries without a deadline (the producer is gapless), so this ends when
+     * the broker answers, the relay stops, or the producer fails for good; in
+     * the last case what is not acknowledged counts as failed, and the
+     * producer is replaced (destroyed) before the slots are used again. */
+    while (rd_kafka_outq_len(relay->producer) > 0 && !atomic_load(&relay->stop) &&
+           !relay_producer_failed(relay))
         rd_kafka_flush(relay->producer, 200);
     for (int i = 0; i < rows; i++) {
         if (relay->slots[i] == SLOT_ACKED) {
@@ -265,18 +308,13 @@ static int relay_publish_batch(struct relay *relay)
         }
     }
     PQclear(res);
-    if (acked > 0)
-        crashpoint("relay.after_publish");
     if (acked > 0) {
-        const char *del_params[] = {relay->delete_ids};
-
         relay->delete_ids[len++] = '}';
         relay->delete_ids[len] = '\0';
-        if (db_exec(relay->conn, "outbox delete", "DELETE FROM outbox WHERE id = ANY($1::bigint[])",
-                    1, del_params) != 0)
+        relay->undeleted = acked;
+        crashpoint("relay.after_publish");
+        if (relay_delete_published(relay) != 0)
             return -1;
-        atomic_fetch_add(&relay->published, acked);
-        metrics_add(relay->m_published, (uint64_t)acked);
     }
     metrics_observe_ms(relay->m_batch_ms, backoff_now_ms() - started);
     if (failed > 0) {
@@ -311,6 +349,40 @@ static void relay_learn_topics(struct relay *relay)
             break;
         rd_kafka_metadata_destroy(metadata);
     }
+}
+
+/* Stops the producer: undelivered messages are dropped (their rows stay in
+ * the outbox), and no delivery report comes after this. */
+static void relay_drop_producer(struct relay *relay)
+{
+    rd_kafka_purge(relay->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_flush(relay->producer, 1000);
+    for (int i = 0; i < relay->known_count; i++)
+        rd_kafka_topic_destroy(relay->known[i]);
+    relay->known_count = 0;
+    rd_kafka_destroy(relay->producer);
+    relay->producer = NULL;
+}
+
+/* Replaces a producer that raised a fatal error; keeps it (and tries again
+ * after the next batch) if a new one cannot be made. */
+static void relay_replace_producer(struct relay *relay)
+{
+    char reason[256] = "", err[512];
+    rd_kafka_resp_err_t code = rd_kafka_fatal_error(relay->producer, reason, sizeof(reason));
+    rd_kafka_t *fresh;
+
+    log_error("msg=\"relay producer failed for good; replacing it\" error=%s reason=\"%s\"",
+              rd_kafka_err2name(code), reason);
+    fresh = kafka_producer_new(&relay->cfg.kafka, relay_delivered, err, sizeof(err));
+    if (fresh == NULL) {
+        log_error("msg=\"relay cannot make a new producer\" error=\"%s\"", err);
+        return;
+    }
+    relay_drop_producer(relay);
+    relay->producer = fresh;
+    metrics_inc(relay->m_replaced);
+    relay_learn_topics(relay);
 }
 
 static void *relay_main(void *arg)
@@ -349,6 +421,8 @@ static void *relay_main(void *arg)
         int rows = relay_publish_batch(relay);
 
         if (rows < 0) {
+            if (relay_producer_failed(relay))
+                relay_replace_producer(relay);
             if (db_is_broken(relay->conn))
                 relay_disconnect(relay);
             relay_wait(relay, backoff_next(&retry));
@@ -390,6 +464,7 @@ struct relay *relay_start(const struct relay_config *cfg, char *err, size_t errl
         return NULL;
     }
     relay->cfg = *cfg;
+    relay->cfg.kafka.gapless = 1;
     if (relay->cfg.batch_size <= 0)
         relay->cfg.batch_size = 2000;
     if (relay->cfg.poll_interval_ms <= 0)
@@ -419,6 +494,8 @@ struct relay *relay_start(const struct relay_config *cfg, char *err, size_t errl
                                       "Outbox rows whose publication failed and will be retried");
     relay->m_active =
         metrics_gauge("outbox_relay_active", NULL, "1 while this process holds the relay lock");
+    relay->m_replaced = metrics_counter("outbox_producer_replaced_total", NULL,
+                                        "Relay producers replaced after a fatal error");
     relay->m_batch_ms =
         metrics_histogram("outbox_batch_duration_ms", NULL, "Time to publish one outbox batch");
     if (pthread_create(&relay->thread, NULL, relay_main, relay) != 0) {
@@ -460,11 +537,7 @@ void relay_stop(struct relay *relay)
         log_warn("msg=\"cannot wake the relay\" errno=%d", errno);
     pthread_join(relay->thread, NULL);
     /* Undelivered messages stay in the outbox and are published later. */
-    rd_kafka_purge(relay->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-    rd_kafka_flush(relay->producer, 1000);
-    for (int i = 0; i < relay->known_count; i++)
-        rd_kafka_topic_destroy(relay->known[i]);
-    rd_kafka_destroy(relay->producer);
+    relay_drop_producer(relay);
     PQfinish(relay->conn);
     close(relay->wake_pipe[0]);
     close(relay->wake_pipe[1]);

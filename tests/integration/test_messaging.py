@@ -219,6 +219,65 @@ def test_two_relays_on_one_database_only_one_publishes_and_the_other_takes_over(
     assert relay_b.alive()
 
 
+def _first_seqs_by_key(messages):
+    """The seqs of each key in the order they first appear on the topic (a
+    message published again after a failure may appear twice)."""
+    seen, by_key = set(), {}
+    for m in messages:
+        seq = m["payload"]["seq"]
+        if seq not in seen:
+            seen.add(seq)
+            by_key.setdefault(m["saga_id"], []).append(seq)
+    return by_key
+
+
+def test_a_relay_producer_that_fails_for_good_is_replaced_and_nothing_is_lost_or_reordered(bed):
+    """A fatal error of the idempotent producer (injected: FAULT_AT) leaves it
+    unable to deliver anything; the relay must replace it and publish what it
+    had not delivered, in each key's order, and not sit on its lock."""
+    port = free_port()
+    relay = bed.spawn("relay", ADMIN_PORT=port, RELAY_BATCH_SIZE=20,
+                      FAULT_AT="relay.producer_fatal:3")
+    bed.spawn("consume")
+    bed.run("write", 1, 300)
+
+    wait_for_effects(bed, 300, 60)
+    assert bed.effects() == (300, 1)
+    wait_until(lambda: bed.db.scalar("SELECT count(*) FROM outbox") == "0", 30, "empty outbox")
+    assert try_metric(port, "outbox_producer_replaced_total") == 1
+    assert relay.alive()
+    with open(relay.log_path) as log:
+        assert "relay producer failed for good; replacing it" in log.read()
+    by_key = _first_seqs_by_key(bed.dump(bed.topic))
+    assert sum(len(seqs) for seqs in by_key.values()) == 300
+    assert all(seqs == sorted(seqs) for seqs in by_key.values()), "a key's order broke"
+
+
+def test_published_rows_the_database_will_not_delete_are_not_published_again(bed):
+    """While the outbox refuses the relay's delete (a missing grant here; a
+    full disk in life), what the broker acknowledged is kept and only its
+    delete retried: the same rows are not produced again each round."""
+    bed.db.query("REVOKE DELETE ON outbox FROM CURRENT_USER", as_owner=True)
+    bed.run("write", 1, 50)  # before the relay starts: one batch
+    relay = bed.spawn("relay")
+    bed.spawn("consume")
+    wait_for_effects(bed, 50, 60)
+
+    def refused_deletes():
+        with open(relay.log_path) as log:
+            return log.read().count("what=outbox delete")
+    wait_until(lambda: refused_deletes() >= 4, 30, "the relay to retry its delete")
+    assert len(bed.dump(bed.topic)) == 50
+    assert bed.db.scalar("SELECT count(*) FROM outbox") == "50"
+
+    bed.db.query("GRANT DELETE ON outbox TO CURRENT_USER", as_owner=True)
+    wait_until(lambda: bed.db.scalar("SELECT count(*) FROM outbox") == "0", 30, "empty outbox")
+    bed.run("write", 51, 10)
+    wait_for_effects(bed, 60, 60)
+    assert len(bed.dump(bed.topic)) == 60
+    assert bed.effects() == (60, 1)
+
+
 def test_broker_down_10s_and_postgres_restart_under_traffic_lose_nothing(bed):
     total = 5000
     bed.spawn("relay")

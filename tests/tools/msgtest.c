@@ -24,7 +24,7 @@
  * Environment: MSGTEST_DATABASE_URL, KAFKA_BROKERS (default localhost:9092),
  * MSGTEST_TOPIC (default msgtest.in), MSGTEST_GROUP (default msgtest),
  * ADMIN_PORT (0 = no admin server), MSGTEST_HANDLER_DELAY_US, MSGTEST_WRITE_DELAY_MS,
- * RELAY_BATCH_SIZE.
+ * RELAY_BATCH_SIZE, CRASH_AT and FAULT_AT (shared/crashpoint.h).
  *
  * The consumer's effect is a row per seq in table effects with an applied
  * counter that a second application would raise to 2, so the tests can see a
@@ -42,6 +42,7 @@
 #include "backoff.h"
 #include "config.h"
 #include "consumer.h"
+#include "crashpoint.h"
 #include "db.h"
 #include "envelope.h"
 #include "kafka.h"
@@ -669,6 +670,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "msgtest: bad configuration:\n%s", errors);
         return 2;
     }
+    crashpoint_init();
     if (strcmp(command, "relay") == 0)
         return cmd_relay();
     if (strcmp(command, "consume") == 0)
