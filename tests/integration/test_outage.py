@@ -156,6 +156,26 @@ def test_a_database_host_that_vanishes_costs_the_api_seconds_not_minutes():
         forwarder.close()
 
 
+def test_an_idle_service_stops_saying_ready_while_its_database_is_down():
+    # /readyz means "the database answers". With no message to handle, nothing
+    # reads a consumer's connection, so the service must look at it itself.
+    stack = Stack()
+    services = SERVICES
+    try:
+        stack.start()
+        wait_until(lambda: all(stack.ready(s) for s in services), 60, "every service ready")
+        subprocess.run(["bash", PG, "stop"], check=True, stdout=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: not any(stack.ready(s) for s in services), 15,
+                       "every idle service to say it is not ready")
+        finally:
+            subprocess.run(["bash", PG, "start"], check=True, stdout=subprocess.DEVNULL)
+        wait_until(lambda: all(stack.ready(s) for s in services), 30, "every service ready again")
+        assert stack.restarts == {}
+    finally:
+        stack.close()
+
+
 def attempt_times(log_path, message):
     """The times (seconds) of the log lines carrying msg="message"."""
     times = []
