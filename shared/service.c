@@ -156,6 +156,13 @@ static int check_settings(const struct service_settings *settings, enum log_leve
         used += (size_t)snprintf(errors + used, errlen - used,
                                  "KAFKA_TOPIC_PREFIX: \"%s\" may only use A-Z a-z 0-9 . _ -\n",
                                  settings->topic_prefix);
+    /* librdkafka refuses this pair only when the consumer is made, which may
+     * be long after start-up, behind a broker that is not up yet. */
+    if (settings->max_poll_interval_ms < settings->session_timeout_ms && used < errlen)
+        used += (size_t)snprintf(errors + used, errlen - used,
+                                 "KAFKA_MAX_POLL_INTERVAL_MS: %ld is below "
+                                 "KAFKA_SESSION_TIMEOUT_MS (%ld)\n",
+                                 settings->max_poll_interval_ms, settings->session_timeout_ms);
     parsed = PQconninfoParse(settings->database_url, &pq_error);
     if (parsed == NULL && used < errlen) {
         /* libpq's reason, which never quotes the URL (it may hold a password). */

@@ -85,6 +85,8 @@ BAD_SETTINGS = {
     "LOG_LEVEL": "loud",
     "KAFKA_TOPIC_PREFIX": "dev/",  # '/' is not allowed in a Kafka topic name
     "DATABASE_URL": "postgresql://db/store?no_such_option=1",
+    # below KAFKA_SESSION_TIMEOUT_MS (1500 by default): librdkafka would refuse it
+    "KAFKA_MAX_POLL_INTERVAL_MS": "1200",
 }
 
 
