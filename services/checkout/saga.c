@@ -408,12 +408,13 @@ static int start_checkout(PGconn *conn, const struct consumer_message *msg,
                       "VALUES ($1, $2::bigint, $3::int, 'reserving')",
                       3, insert) != 0)
         return -1;
+    if (saga_step(conn, &saga, msg->env->type, "reserving", msg->env->id, NULL) != 0 ||
+        order_update(conn, msg, &saga, ORDER_PENDING, NULL, NULL) != 0)
+        return -1;
     cJSON *payload = cJSON_CreateObject();
     cJSON_AddNumberToObject(payload, "product_id", (double)product);
     cJSON_AddNumberToObject(payload, "quantity", 1);
-    if (saga_step(conn, &saga, msg->env->type, "reserving", msg->env->id, NULL) != 0 ||
-        order_update(conn, msg, &saga, ORDER_PENDING, NULL, NULL) != 0 ||
-        command(conn, msg, &saga, TOPIC_INVENTORY_COMMANDS, MSG_RESERVE_STOCK, payload) != 0)
+    if (command(conn, msg, &saga, TOPIC_INVENTORY_COMMANDS, MSG_RESERVE_STOCK, payload) != 0)
         return -1;
     if (open_early) {
         payload = cJSON_CreateObject();
@@ -480,13 +481,11 @@ static int advance(PGconn *conn, const struct consumer_message *msg, const struc
                           "UPDATE orders SET amount = $2::numeric WHERE order_id = $1::bigint", 2,
                           params) != 0)
             return -1;
+        if (saga_step(conn, saga, type, "opening_payment", id, NULL) != 0)
+            return -1;
         cJSON *payload = cJSON_CreateObject();
         cJSON_AddStringToObject(payload, "amount", amount);
-        return saga_step(conn, saga, type, "opening_payment", id, NULL) != 0 ||
-                       command(conn, msg, saga, TOPIC_PAYMENT_COMMANDS, MSG_CREATE_PAYMENT,
-                               payload) != 0
-                   ? -1
-                   : 0;
+        return command(conn, msg, saga, TOPIC_PAYMENT_COMMANDS, MSG_CREATE_PAYMENT, payload);
     }
     if (strcmp(type, MSG_STOCK_REJECTED) == 0 && strcmp(state, "reserving") == 0) {
         const char *reason = payload_str(msg->env->payload, "reason");
