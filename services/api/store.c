@@ -79,9 +79,7 @@ int store_parse_order_id(const char *text, long long *out)
         *out = LLONG_MAX; /* past bigint: well formed, and no order has it */
         return 1;
     }
-    if (value <= 0)
-        return 0;
-    *out = value;
+    *out = value; /* 0 is well formed too; no order has it */
     return 1;
 }
 

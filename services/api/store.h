@@ -59,7 +59,7 @@ void store_orders(struct store *store, struct store_reply *reply);
 void store_order(struct store *store, const char *id_text, struct store_reply *reply);
 /* store_order()'s answers to a malformed id (400) and to one of no order
  * (404), also given by the router to ids it does not pass on. */
-#define STORE_ORDER_ID_INVALID "Invalid order ID: expected a positive integer\n"
+#define STORE_ORDER_ID_INVALID "Invalid order ID: expected digits only\n"
 #define STORE_ORDER_NOT_FOUND  "Order not found\n"
 enum store_step store_restock(struct store *store, struct store_call *call,
                               struct store_reply *reply);
@@ -80,7 +80,8 @@ enum store_step store_resume(struct store *store, struct store_call *call, int m
 void store_abandon(struct store *store, struct store_call *call);
 
 /* Input checks, exposed for unit tests. Return 1 when acceptable. An order
- * id past bigint is well formed and reads as LLONG_MAX, which no order has. */
+ * id is any run of digits: 0, and one past bigint (read as LLONG_MAX), are
+ * well formed and name no order (404, not 400). */
 int store_valid_key(const char *key);
 int store_valid_status(const char *status);
 int store_parse_order_id(const char *text, long long *out);

@@ -65,8 +65,10 @@ function snapshot(page, orderId) {
       paymentId: txt("#payment-id"),
       orderStatus: q("#order-status")?.dataset.status ?? "",
       orderProgress: q("#order-progress")?.dataset.progress ?? "",
+      orderProgressMax: String(q("#order-progress")?.max ?? ""),
       rowStatus: rowStatus ? rowStatus.dataset.status : null,
       rowProgress: rowProg ? rowProg.dataset.progress : null,
+      rowProgressMax: rowProg ? String(rowProg.max) : null,
       bannerVisible: !!q("#connection-banner") && !q("#connection-banner").hidden,
     };
   }, orderId);
@@ -162,6 +164,9 @@ async function main() {
     const done = await snapshot(page, orderId);
     if (done.orderProgress !== "10" || done.rowProgress !== "10")
       fail(`DISPATCHED order shows progress ${done.orderProgress}/${done.rowProgress}, expected full (10)`);
+    // The bars count the api's DISPATCH_STEPS (10 here), so full means full.
+    if (done.orderProgressMax !== "10" || done.rowProgressMax !== "10")
+      fail(`progress bars count ${done.orderProgressMax}/${done.rowProgressMax} steps, expected 10`);
 
     // 5. Reload and check the stock dropped by exactly one.
     await page.reload({ waitUntil: "domcontentloaded", timeout: STEP_MS });

@@ -313,6 +313,7 @@ def test_a_payment_made_in_time_is_kept_when_an_outage_delays_it_past_the_timeou
 BAD_REQUESTS = [
     ("GET", "/order/abc", 400),
     ("GET", "/order/-3", 400),
+    ("GET", "/order/0", 404),
     ("GET", "/order/99999999", 404),
     ("GET", "/order/1/extra", 400),
     ("POST", "/checkout/" + "k" * 101, 400),

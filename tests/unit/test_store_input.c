@@ -50,19 +50,23 @@ START_TEST(statuses_are_lowercase_words)
 }
 END_TEST
 
-START_TEST(order_ids_are_positive_integers_and_huge_ones_name_no_order)
+START_TEST(order_ids_are_digits_and_zero_or_huge_ones_name_no_order)
 {
     long long id = 0;
 
     ck_assert_int_eq(store_parse_order_id("1", &id), 1);
     ck_assert_int_eq(id, 1);
+    ck_assert_int_eq(store_parse_order_id("0", &id), 1);
+    ck_assert_int_eq(id, 0);
+    ck_assert_int_eq(store_parse_order_id("007", &id), 1);
+    ck_assert_int_eq(id, 7);
     ck_assert_int_eq(store_parse_order_id("9223372036854775807", &id), 1);
     ck_assert_int_eq(id, LLONG_MAX);
     id = 0;
     ck_assert_int_eq(store_parse_order_id("99999999999999999999", &id), 1);
     ck_assert_int_eq(id, LLONG_MAX);
-    static const char *const bad[] = {"",   "0",   "-3",  "+3",   " 3",
-                                      "3 ", "abc", "1e3", "0x10", "3\x7f"};
+    static const char *const bad[] = {"",    "-3",  "+3",   " 3",    "3 ",
+                                      "abc", "1e3", "0x10", "3\x7f", "-0"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         ck_assert_msg(store_parse_order_id(bad[i], &id) == 0, "bad[%zu] \"%s\" accepted", i,
                       bad[i]);
@@ -74,7 +78,7 @@ int main(void)
     const TTest *const tests[] = {
         keys_are_1_to_100_safe_characters,
         statuses_are_lowercase_words,
-        order_ids_are_positive_integers_and_huge_ones_name_no_order,
+        order_ids_are_digits_and_zero_or_huge_ones_name_no_order,
     };
 
     return run_tests("store_input", "core", tests, sizeof(tests) / sizeof(tests[0]));
