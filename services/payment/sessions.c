@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uuid/uuid.h>
 
 #include "contracts.h"
 #include "crashpoint.h"
@@ -34,6 +35,24 @@ static int emit(PGconn *conn, const struct consumer_message *msg, const char *ty
     return payload_emit(conn, TOPIC_PAYMENT_EVENTS, msg->key, type, SERVICE, msg, NULL, payload);
 }
 
+/*
+ * The id of the payment that the create_payment message message_id opens: a
+ * name-based UUID (version 5) of that message's id. Handling the message again
+ * (a database restored from a dump, catching up from the topic) opens the same
+ * payment as the first time, so the id the customer was shown and the saga
+ * holds stays valid. The message id is random and never leaves the broker, so
+ * a payment id is no easier to guess than a random one.
+ */
+static void payment_id_of(const char *message_id, char out[ENVELOPE_UUID_LEN + 1])
+{
+    static const uuid_t payment_ids = {0x6f, 0x1c, 0xc2, 0xd9, 0xce, 0x87, 0x43, 0x50,
+                                       0x8e, 0x8a, 0xbf, 0xf2, 0x9d, 0xe0, 0x12, 0x77};
+    uuid_t raw;
+
+    uuid_generate_sha1(raw, payment_ids, message_id, strlen(message_id));
+    uuid_unparse_lower(raw, out);
+}
+
 static int create_payment(PGconn *conn, const struct consumer_message *msg, const char *order_id)
 {
     const char *amount = payload_str(msg->env->payload, "amount");
@@ -43,7 +62,7 @@ static int create_payment(PGconn *conn, const struct consumer_message *msg, cons
     /* Never open a payment for an amount nobody gave. */
     if (amount == NULL)
         return CONSUMER_FAIL;
-    envelope_new_uuid(payment_id);
+    payment_id_of(msg->env->id, payment_id);
     {
         const char *params[] = {payment_id, order_id, msg->env->saga_id, amount};
 
