@@ -5,7 +5,8 @@
 # inbox skips what the dump already holds, and everything after is applied
 # again, in order.
 #
-# Usage: scripts/restore.sh SERVICE DUMP_FILE
+# Usage: scripts/restore.sh SERVICE DUMP_FILE   (api, inventory or payment;
+#   checkout and dispatch are refused, with the reason)
 #   Stops and restarts SERVICE when it runs under `make up`. Restores as the
 #   database's owner role, then lets the service's own role use the schema
 #   again, with its rights on each table (sql/*/privileges.sql).
@@ -15,8 +16,24 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
-[ $# -eq 2 ] || { sed -n '2,14p' "$0" >&2; exit 2; }
+[ $# -eq 2 ] || { sed -n '2,15p' "$0" >&2; exit 2; }
 service=$1 file=$2
+# A restore is only as good as the replay that follows it: the service must
+# do again exactly what it did the first time. Two cannot.
+case "$service" in
+checkout) why="it numbers orders from its own sequence, so a replay would
+number the orders taken since the dump afresh, and they would no longer match
+the reservations and payments that inventory and payment hold." ;;
+dispatch) why="its steps follow its clock, not messages, so a replay would
+run the steps of every shipment since the dump again (each order's progress
+would go from 10 to 0 twice)." ;;
+esac
+if [ -n "${why:-}" ]; then
+  echo "restore: $service cannot be restored from a dump: $why
+Recover its database with PostgreSQL's own means instead (a standby, or
+point-in-time recovery from archived WAL), which keep every commit." >&2
+  exit 2
+fi
 key="${service^^}_DATABASE_URL"
 url=${!key:-$(grep -E "^$key=" "$root/.local/secrets.env" | cut -d= -f2-)}
 owner_key="${service^^}_OWNER_DATABASE_URL"

@@ -11,7 +11,7 @@
  *        |                             v        |             |
  *        |                      expiring_payment ------------+
  *        |                             |        |
- *        v (out of stock)    (voided)  v        v (failed)
+ *        v (out of stock, v1) (voided) v        v (failed)
  *    cancelled <------------------- compensating --(retries exhausted)-->
  *                                                      compensation_failed
  *
@@ -24,7 +24,8 @@
  * Version 2, used when the unit price is already known, asks for both at
  * once: the payment's id is kept on the saga until the stock is reserved (only
  * then is it offered on the order), a reservation at another price cancels
- * the order, and out of stock voids the payment asked for. A saga keeps the
+ * the order, and out of stock voids the payment asked for (through
+ * compensating; version 1 goes straight to cancelled). A saga keeps the
  * version it started with.
  */
 #ifndef CHECKOUT_SAGA_H
