@@ -143,7 +143,8 @@ static void leave(struct store *store)
 
 /* Writes one command to the outbox in its own transaction, after an optional
  * guard statement (which must affect a row for the command to be sent).
- * Returns 1 if sent, 0 if the guard said no, -1 on failure. */
+ * Returns 1 if sent, 0 if the guard said no, -1 on failure (a connection
+ * lost during the COMMIT may still have committed, so callers say "may not"). */
 static int send_command(struct store *store, const char *guard_sql, const char *guard_param,
                         const char *topic, const char *key, const char *type, cJSON *payload)
 {
@@ -447,7 +448,7 @@ enum store_step store_restock(struct store *store, struct store_call *call,
     if (send_command(store, NULL, NULL, TOPIC_INVENTORY_COMMANDS, "product-1", MSG_RESTOCK,
                      payload) < 0) {
         leave(store);
-        reply_text(reply, 503, "Database unavailable, restock not sent\n");
+        reply_text(reply, 503, "Database unavailable, restock may not have been sent; retry\n");
         return STORE_REPLIED;
     }
     snprintf(call->param, sizeof(call->param), "%s", restock_id);
@@ -484,8 +485,8 @@ enum store_step store_checkout(struct store *store, struct store_call *call, con
     if (sent < 0) {
         store_abandon(store, call);
         reply_text(reply, 503,
-                   "Database unavailable, checkout not started; retry with the same "
-                   "key\n");
+                   "Database unavailable, checkout may not have started; retry with "
+                   "the same key\n");
         return STORE_REPLIED;
     }
     /* A key seen for the first time has no order before its command is
@@ -537,7 +538,7 @@ enum store_step store_webhook(struct store *store, struct store_call *call, cons
     free(key);
     if (rc < 0) {
         store_abandon(store, call);
-        reply_text(reply, 503, "Database unavailable, payment result not recorded\n");
+        reply_text(reply, 503, "Database unavailable, payment result may not be recorded; retry\n");
         return STORE_REPLIED;
     }
     /* The order may be decided already (a repeated webhook). */
