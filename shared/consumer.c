@@ -604,12 +604,11 @@ static void *consumer_main(void *arg)
              * attempt a second in a long outage), not on every poll. */
             if (backoff_now_ms() < consumer->reconnect_at_ms)
                 continue;
-            /* Nothing reads an idle connection's socket, so a server that
-             * went away (its goodbye and EOF wait there) would go unseen and
-             * /readyz would still say ready. Two reads mark it broken, as in
-             * db_pool.c; on a live connection both return at once. */
-            if (consumer->conn != NULL && PQconsumeInput(consumer->conn))
-                PQconsumeInput(consumer->conn);
+            /* Nothing else reads an idle connection, so a server that went
+             * away would go unseen and /readyz would still say ready; the
+             * probe's reads mark it broken, and consumer_ensure_db() then
+             * replaces it. */
+            (void)db_probe_idle(consumer->conn);
             if (consumer_ensure_db(consumer) == 0) {
                 backoff_reset(&consumer->reconnect);
                 consumer->reconnect_at_ms = 0;

@@ -642,6 +642,11 @@ int db_idle(PGconn *conn)
     return conn != NULL && !has_queued(state) && PQtransactionStatus(conn) == PQTRANS_IDLE;
 }
 
+int db_probe_idle(PGconn *conn)
+{
+    return conn == NULL || !PQconsumeInput(conn) || !PQconsumeInput(conn) || db_is_broken(conn);
+}
+
 int db_is_broken(PGconn *conn)
 {
     const struct conn_state *cs;

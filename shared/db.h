@@ -86,6 +86,15 @@ int db_rollback(PGconn *conn);
 int db_idle(PGconn *conn);
 
 /*
+ * Looks at an idle connection nobody has read from: a server that went away
+ * (a restart) left its goodbye and then EOF on the socket, which only a read
+ * notices. Reads twice (the first read takes the message, the second meets
+ * the EOF); on a live connection both return at once with nothing. Returns 1
+ * if conn is NULL, a read failed, or it is broken (db_is_broken), else 0.
+ */
+int db_probe_idle(PGconn *conn);
+
+/*
  * Returns 1 if the last failure seen by db_query/db_exec on this thread was
  * transient: the connection broke, or db_sqlstate_transient(). Else 0.
  */

@@ -81,12 +81,9 @@ PGconn *db_pool_acquire(struct db_pool *pool, long wait_ms)
     pool->in_use++;
     pthread_mutex_unlock(&pool->lock);
 
-    /* An idle connection whose server went away (a restart) has the server's
-     * goodbye and then EOF waiting on its socket. Reading twice (the first
-     * read takes the message, the second meets the EOF) marks it broken, so
-     * it is replaced here instead of failing the caller's first statement; on
-     * a live connection both reads return at once with nothing. */
-    if (conn != NULL && PQconsumeInput(conn) && PQconsumeInput(conn) && !db_is_broken(conn))
+    /* A connection whose server went away (a restart) while it sat idle is
+     * replaced here instead of failing the caller's first statement. */
+    if (!db_probe_idle(conn))
         return conn;
     PQfinish(conn);
     conn = db_connect(pool->url, pool->app_name, err, sizeof(err));
