@@ -5,6 +5,7 @@
  * order snapshots on checkout.events, all through its outbox. main() only
  * wires.
  */
+#include "backoff.h"
 #include "contracts.h"
 #include "db_pool.h"
 #include "inspect.h"
@@ -30,6 +31,8 @@ int main(int argc, char **argv)
          "first resend of an unconfirmed compensation (doubles each round)"},
         {"COMPENSATION_MAX_ROUNDS", CONFIG_INT, &cfg.max_compensation_rounds, 0, "10", 1, 1000,
          "resends before a saga is parked as compensation_failed"},
+        {"STEP_TIMEOUT_MS", CONFIG_INT, &cfg.step_timeout_ms, 0, "60000", 100, 86400000,
+         "how long a checkout waits for inventory or payment to answer before cancelling"},
         {"OPEN_PAYMENT_EARLY", CONFIG_BOOL, &cfg.open_payment_early, 0, "true", 0, 0,
          "open the payment while the stock is being reserved, once the price is known"},
     };
@@ -48,6 +51,7 @@ int main(int argc, char **argv)
     static struct inspect_context inspect = {.saga = &cfg};
 
     service_configure(&spec, &settings, argc, argv);
+    cfg.started_ms = backoff_now_ms();
     inspect.pool = db_pool_new(settings.database_url, "checkout-inspect", 2, 0);
     if (inspect.pool == NULL)
         return 1;

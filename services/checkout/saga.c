@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backoff.h"
 #include "contracts.h"
 #include "crashpoint.h"
 #include "db.h"
@@ -712,6 +713,89 @@ int saga_resume(PGconn *conn, const char *saga_id, const struct saga_config *cfg
     return 1;
 }
 
+/*
+ * Gives up on a saga that waited too long in a forward step for another
+ * service's answer (reserving: inventory; opening_payment: payment), so that
+ * a command lost to a dead-letter topic, or a service down for long, ends the
+ * order cancelled instead of pending for ever. The compensations are the
+ * usual ones and safe whatever comes late: inventory remembers a release
+ * that came before its reservation, and payment voids the order's payment
+ * whenever it opens it, since the cancel follows the create on the saga's
+ * partition.
+ */
+static int fire_step_timeout(PGconn *conn, const struct saga_config *cfg, const char *saga_id)
+{
+    struct saga saga;
+    char timeout[32];
+    const char *params[] = {saga_id, timeout};
+    const char *reason;
+    PGresult *res;
+    int found, due, reserving;
+
+    found = saga_load(conn, NULL, saga_id, &saga);
+    if (found <= 0)
+        return found;
+    /* Checked again under the saga's lock: an answer may just have come. */
+    snprintf(timeout, sizeof(timeout), "%ld", cfg->step_timeout_ms);
+    res = db_query(conn, "step overdue",
+                   "SELECT 1 FROM sagas WHERE saga_id = $1 "
+                   "AND state IN ('reserving', 'opening_payment') "
+                   "AND updated_at <= now() - $2::bigint * interval '1 millisecond'",
+                   2, params);
+    if (res == NULL)
+        return -1;
+    due = PQntuples(res) == 1;
+    PQclear(res);
+    if (!due)
+        return 0;
+    reserving = strcmp(saga.state, "reserving") == 0;
+    reason = reserving ? "inventory did not answer in time; please retry"
+                       : "payment did not answer in time; please retry";
+    log_warn("msg=\"forward step timed out; cancelling the order\" saga_id=%s order_id=%s "
+             "state=%s waited_ms=%ld",
+             saga.saga_id, saga.order_id, saga.state, cfg->step_timeout_ms);
+    if (reserving && saga.definition_version < SAGA_RESERVE_AND_OPEN) {
+        const char *update[] = {saga_id};
+
+        /* Version 1 asked for no payment yet: there is none to void. */
+        saga.payment_voided = 1;
+        if (db_exec_later(conn, "no payment asked",
+                          "UPDATE sagas SET payment_voided = true WHERE saga_id = $1", 1,
+                          update) != 0)
+            return -1;
+    }
+    return compensate(conn, NULL, &saga, cfg, "step_timeout", reason);
+}
+
+/* The saga that has waited longest in a forward step, if past the step
+ * timeout; the partial index sagas_open holds only sagas in flight. Not
+ * before this process has itself been up for the step timeout: answers that
+ * piled up in its topics while checkout was down are read first. Returns 1
+ * when found (saga_id filled), 0 when none, -1 on failure. */
+static int step_overdue(PGconn *conn, const struct saga_config *cfg, char *saga_id, size_t cap)
+{
+    char timeout[32];
+    const char *params[] = {timeout};
+    PGresult *res;
+    int found;
+
+    if (backoff_now_ms() - cfg->started_ms < (double)cfg->step_timeout_ms)
+        return 0;
+    snprintf(timeout, sizeof(timeout), "%ld", cfg->step_timeout_ms);
+    res = db_query(conn, "steps overdue",
+                   "SELECT saga_id FROM sagas WHERE state IN ('reserving', 'opening_payment') "
+                   "AND updated_at <= now() - $1::bigint * interval '1 millisecond' "
+                   "ORDER BY updated_at LIMIT 1",
+                   1, params);
+    if (res == NULL)
+        return -1;
+    found = PQntuples(res) == 1;
+    if (found)
+        snprintf(saga_id, cap, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return found;
+}
+
 int saga_fire_timers(PGconn *conn, void *arg)
 {
     const struct saga_config *cfg = arg;
@@ -727,14 +811,19 @@ int saga_fire_timers(PGconn *conn, void *arg)
         return -1;
     if (PQntuples(res) == 0) {
         PQclear(res);
-        return 0;
+        rc = step_overdue(conn, cfg, saga_id, sizeof(saga_id));
+        if (rc <= 0)
+            return rc;
+        snprintf(kind, sizeof(kind), "%s", "step_timeout");
+    } else {
+        snprintf(saga_id, sizeof(saga_id), "%s", PQgetvalue(res, 0, 0));
+        snprintf(kind, sizeof(kind), "%s", PQgetvalue(res, 0, 1));
+        PQclear(res);
     }
-    snprintf(saga_id, sizeof(saga_id), "%s", PQgetvalue(res, 0, 0));
-    snprintf(kind, sizeof(kind), "%s", PQgetvalue(res, 0, 1));
-    PQclear(res);
     if (db_begin(conn) != 0)
         return -1;
-    rc = fire_timer(conn, cfg, saga_id, kind);
+    rc = strcmp(kind, "step_timeout") == 0 ? fire_step_timeout(conn, cfg, saga_id)
+                                           : fire_timer(conn, cfg, saga_id, kind);
     if (rc < 0) {
         db_rollback(conn);
         return -1;

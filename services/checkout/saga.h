@@ -13,7 +13,14 @@
  *        |                             |        |
  *        v (out of stock, v1) (voided) v        v (failed)
  *    cancelled <------------------- compensating --(retries exhausted)-->
- *                                                      compensation_failed
+ *                                        ^             compensation_failed
+ *        reserving, opening_payment -----+ (step timeout)
+ *
+ * A saga that waits longer than the step timeout for inventory (reserving)
+ * or payment (opening_payment), say because the command was dead-lettered,
+ * goes to compensating, so no order stays pending for ever. The timeout
+ * counts from checkout's own start at the earliest, so that answers which
+ * piled up while it was down are read first.
  *
  * A payment timeout does not cancel the order by itself: it asks payment to
  * cancel the payment unless it is paid, and payment, which sees the
@@ -41,6 +48,8 @@ struct saga_config {
     long compensation_retry_ms;   /* first resend of a compensation (COMPENSATION_RETRY_MS) */
     long max_compensation_rounds; /* rounds before compensation_failed (COMPENSATION_MAX_ROUNDS) */
     int open_payment_early;       /* version 2 when the price is known (OPEN_PAYMENT_EARLY) */
+    long step_timeout_ms; /* longest wait in reserving or opening_payment (STEP_TIMEOUT_MS) */
+    double started_ms;    /* backoff_now_ms() at start: step timeouts wait this long too */
 };
 
 /* The message types saga_handle acts on; the consumer acknowledges others

@@ -1195,6 +1195,93 @@ def test_a_compensation_after_a_long_expiry_gets_its_own_round_of_resends(store)
         assert store.get_json(f"/order/{order_id}")["order_status"] == -1
 
 
+STEP_TIMEOUT = {"STEP_TIMEOUT_MS": "3000"}
+
+
+def test_a_checkout_inventory_never_answers_is_cancelled_at_the_step_timeout(store):
+    # Inventory is down past checkout's step timeout: the order is cancelled,
+    # and the waiting call answers 409 with the reason, instead of the order
+    # staying pending for ever. Once inventory is back it handles the
+    # reservation, then the release that followed it, so the stock ends where
+    # it was.
+    before = inventory(store)
+    with restarted_with(store, "checkout", **STEP_TIMEOUT):
+        key = new_key()
+        store.stop(["inventory"])
+        try:
+            status, body = store.checkout(key)
+            assert status == 409, body
+            assert "inventory did not answer in time" in body
+            assert saga_of(store, key)["state"] == "compensating"
+        finally:
+            store.start(["inventory"])
+        wait_until(lambda: saga_of(store, key)["state"] == "cancelled", 30,
+                   "the release to be confirmed")
+        wait_until(lambda: inventory(store) == before, 20, "the stock to come back")
+        events = [step["event"] for step in saga_of(store, key)["steps"]]
+        assert "step_timeout" in events and "stock_reserved" in events, events
+
+
+def test_a_checkout_payment_never_answers_is_cancelled_and_the_late_payment_voided(store):
+    # Checkout has just restarted, so it knows no price: it reserves, then
+    # asks payment, which is down past the step timeout. The order is
+    # cancelled and its stock returned; when payment is back it opens the
+    # payment and voids it at once, as the cancel came after the create.
+    before = inventory(store)
+    with restarted_with(store, "checkout", **STEP_TIMEOUT):
+        key = new_key()
+        store.stop(["payment"])
+        try:
+            status, body = store.checkout(key)
+            assert status == 409, body
+            assert "payment did not answer in time" in body
+            wait_until(lambda: inventory(store) == before, 20, "the stock to come back")
+        finally:
+            store.start(["payment"])
+        wait_payment_voided(store, order_of(store, key), "opened after the cancellation")
+        wait_until(lambda: saga_of(store, key)["state"] == "cancelled", 30,
+                   "the void to be confirmed")
+        assert store.dbs["checkout"].scalar(
+            f"SELECT payment_id IS NULL FROM orders WHERE idempotency_key = '{key}'") == "t"
+
+
+def test_answers_that_piled_up_while_checkout_was_down_beat_its_step_timeout(store):
+    # The reservation is made while checkout is down, for longer than the
+    # step timeout. Restarted, checkout reads the answer waiting in its topic
+    # before it gives up on any step, so the order goes on to be paid.
+    with restarted_with(store, "checkout", **STEP_TIMEOUT):
+        key = new_key()
+        store.stop(["inventory"])
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            try:
+                pool.submit(store.checkout, key)
+                wait_until(lambda: store.dbs["checkout"].scalar(
+                    f"SELECT count(*) FROM sagas WHERE saga_id = '{key}'") == "1", 20,
+                    "the saga to start")
+                store.stop(["checkout"])
+                order_id = int(order_of(store, key))
+                store.start(["inventory"])
+                wait_until(lambda: store.dbs["inventory"].scalar(
+                    f"SELECT count(*) FROM reservations WHERE order_id = {order_id} "
+                    "AND status = 'reserved'") == "1", 20, "the stock to be reserved")
+                wait_until(lambda: store.dbs["checkout"].scalar(
+                    "SELECT updated_at < now() - interval '4 seconds' FROM sagas "
+                    f"WHERE saga_id = '{key}'") == "t", 20, "the step to be overdue")
+            finally:
+                for service in ["inventory", "checkout"]:
+                    if service not in store.wanted:
+                        store.start([service], extra_env=STEP_TIMEOUT)
+        wait_until(lambda: saga_of(store, key)["state"] == "awaiting_payment", 30,
+                   "the saga to read the reservation")
+        # The same key asked again answers the order's payment.
+        status, payment_id = store.checkout(key)
+        assert status == 200, payment_id
+        assert store.webhook(payment_id, "paid")[0] == 200
+        store.wait_order_status(order_id, 1)
+        events = [step["event"] for step in saga_of(store, key)["steps"]]
+        assert "step_timeout" not in events, events
+
+
 def test_a_locked_table_holds_only_its_readers_and_them_only_until_the_timeout(store):
     # The api's HTTP threads never wait on the database: requests that need
     # it queue for a database worker (API_DB_POOL of them). So while a table
