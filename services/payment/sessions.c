@@ -187,9 +187,30 @@ static int provider_result(PGconn *conn, const struct consumer_message *msg)
     return CONSUMER_SKIP;
 }
 
+/*
+ * Remembers a cancel that came before any payment of the order, as a
+ * payment cancelled from the start (amount 0, id derived from the cancel's
+ * message id like a created one's): a create_payment handled later, say
+ * redriven from the dead-letter topic after the saga gave up, then finds it
+ * and opens nothing anyone could pay.
+ */
+static int remember_cancel(PGconn *conn, const struct consumer_message *msg, const char *order_id)
+{
+    char payment_id[ENVELOPE_UUID_LEN + 1];
+    const char *params[] = {payment_id, order_id, msg->env->saga_id};
+
+    payment_id_of(msg->env->id, payment_id);
+    return db_exec_later(conn, "payment cancelled before created",
+                         "INSERT INTO payments (payment_id, order_id, saga_id, amount, status) "
+                         "VALUES ($1::uuid, $2::bigint, $3, 0, 'cancelled') "
+                         "ON CONFLICT DO NOTHING",
+                         3, params);
+}
+
 /* A cancel without a payment id comes from a saga that asked for the payment
  * but had not heard back: its create command came earlier on the same
- * partition, so the order's payment, if any, is the one to void. A cancel
+ * partition, so the order's payment, if any, is the one to void (and if
+ * there is none, the cancel is remembered, see remember_cancel). A cancel
  * "unless_paid" (the saga's payment timeout) leaves a captured payment alone
  * and answers that it succeeded: the money came first, so the order goes on. */
 static int cancel_payment(PGconn *conn, const struct consumer_message *msg, const char *order)
@@ -201,8 +222,11 @@ static int cancel_payment(PGconn *conn, const struct consumer_message *msg, cons
 
     if (found < 0)
         return -1;
-    if (found == 0)
+    if (found == 0) {
+        if ((payment_id == NULL || payment_id[0] == '\0') && remember_cancel(conn, msg, order) != 0)
+            return -1;
         return emit(conn, msg, MSG_PAYMENT_VOIDED, order, payment_id ? payment_id : "", "none");
+    }
     payment_id = id;
     if (strcmp(status, "captured") == 0 &&
         cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(msg->env->payload, "unless_paid"))) {

@@ -1245,6 +1245,38 @@ def test_a_checkout_payment_never_answers_is_cancelled_and_the_late_payment_void
             f"SELECT payment_id IS NULL FROM orders WHERE idempotency_key = '{key}'") == "t"
 
 
+def test_a_payment_opened_by_a_redrive_after_the_saga_gave_up_is_cancelled_from_the_start(store):
+    # Payment cannot open this checkout's payment (a constraint stands in for
+    # a bug), so its create_payment is dead-lettered and checkout gives up at
+    # the step timeout: the cancel reaches payment before any payment exists,
+    # and payment remembers it. When the operator redrives the create after
+    # the fix, it finds that cancelled payment: nothing is left pending, and
+    # payable, for an order that was cancelled.
+    before = inventory(store)
+    with restarted_with(store, "checkout", **STEP_TIMEOUT):
+        key = new_key()
+        with blocked(store.dbs["payment"], "payments",
+                     f"saga_id <> '{key}' OR status <> 'pending'"):
+            status, body = store.checkout(key)
+            assert status == 409 and "payment did not answer in time" in body, body
+            order_id = int(order_of(store, key))
+            [create] = [m["id"] for m in store.dump("payment.commands")
+                        if m["type"] == "create_payment" and m["payload"]["order_id"] == order_id]
+            wait_until(lambda: letter_statuses(store, "payment", create) == ["dead"], 60,
+                       "the create_payment to be dead-lettered")
+            wait_until(lambda: saga_of(store, key)["state"] == "cancelled", 30,
+                       "the cancel to be confirmed")
+        payments = f"SELECT status, amount::text FROM payments WHERE order_id = {order_id}"
+        assert store.dbs["payment"].query(payments) == [["cancelled", "0.00"]]
+        out = dead_letters(store, "payment", "redrive", create)
+        assert out.returncode == 0, out.stderr
+        wait_until(lambda: letter_statuses(store, "payment", create) == ["handled"], 30,
+                   "the redriven create to be handled")
+        assert store.dbs["payment"].query(payments) == [["cancelled", "0.00"]]
+        assert saga_of(store, key)["state"] == "cancelled"
+        wait_until(lambda: inventory(store) == before, 20, "the stock to come back")
+
+
 def test_answers_that_piled_up_while_checkout_was_down_beat_its_step_timeout(store):
     # The reservation is made while checkout is down, for longer than the
     # step timeout. Restarted, checkout reads the answer waiting in its topic
