@@ -310,8 +310,14 @@ static int redrive(const struct service_spec *spec, const struct service_setting
     }
     offset = produce_copy(spec, settings, original, from);
     rd_kafka_message_destroy(original);
-    if (offset < 0)
+    if (offset < 0) {
+        /* The inbox row is gone, so the listing says "redriven"; say what to do. */
+        fprintf(stderr,
+                "%s dead-letters: %s was not redriven yet; once the broker answers, run "
+                "this redrive again to finish it\n",
+                spec->name, id);
         return 1;
+    }
     printf("%s: %s from %s[%lld]@%lld redriven as offset %lld; %s handles it next\n", id,
            letter->type[0] ? letter->type : "message", letter->topic, letter->partition,
            letter->offset, (long long)offset, spec->name);
