@@ -137,14 +137,22 @@ static int inbox_claim(PGconn *conn, const char *message_id, const char *topic,
  * fails the transaction, and message_was_handled() tells that apart from a
  * real failure. Returns 0 or -1.
  */
+/* Whether msg gets an inbox row (see claim_for_handler). */
+static int keeps_inbox_row(const struct consumer *consumer, const rd_kafka_message_t *msg)
+{
+    char redriven_from[8];
+
+    return !consumer->cfg.handler_idempotent ||
+           kafka_header(msg, "redriven_from", redriven_from, sizeof(redriven_from)) == 0;
+}
+
 static int claim_for_handler(const struct consumer *consumer, const struct consumer_message *cmsg,
                              const rd_kafka_message_t *msg)
 {
-    char partition[16], offset[32], redriven_from[8];
+    char partition[16], offset[32];
     const char *params[] = {cmsg->env->id, cmsg->topic, partition, offset};
 
-    if (consumer->cfg.handler_idempotent &&
-        kafka_header(msg, "redriven_from", redriven_from, sizeof(redriven_from)) != 0)
+    if (!keeps_inbox_row(consumer, msg))
         return 0;
     snprintf(partition, sizeof(partition), "%d", (int)msg->partition);
     snprintf(offset, sizeof(offset), "%lld", (long long)msg->offset);
@@ -155,14 +163,16 @@ static int claim_for_handler(const struct consumer *consumer, const struct consu
 }
 
 /* After a failed attempt (rolled back): 1 if the message's inbox row exists,
- * so it was handled (or dead-lettered) before, 0 if not, -1 on failure. */
-static int message_was_handled(const struct consumer *consumer, const struct consumer_message *cmsg)
+ * so it was handled (or dead-lettered) before, 0 if not, -1 on failure. A
+ * second redriven copy to an idempotent handler is found here too. */
+static int message_was_handled(const struct consumer *consumer, const struct consumer_message *cmsg,
+                               const rd_kafka_message_t *msg)
 {
     const char *params[] = {cmsg->env->id};
     PGresult *res;
     int found;
 
-    if (consumer->cfg.handler_idempotent)
+    if (!keeps_inbox_row(consumer, msg))
         return 0;
     res = db_query(consumer->conn, "inbox check", "SELECT 1 FROM inbox WHERE message_id = $1", 1,
                    params);
@@ -330,7 +340,7 @@ static enum attempt_result consumer_attempt(struct consumer *consumer,
     db_rollback(consumer->conn);
     if (db_is_broken(consumer->conn))
         return ATTEMPT_TRANSIENT;
-    handled = message_was_handled(consumer, cmsg);
+    handled = message_was_handled(consumer, cmsg, msg);
     if (handled == 1) {
         /* Handled before (a duplicate or a replay): nothing to do. */
         metrics_inc(consumer->m_duplicates);

@@ -641,6 +641,28 @@ def test_an_api_dead_letter_shows_handled_once_redriven(store):
     assert again.returncode == 0 and "already handled" in again.stdout, again.stderr
 
 
+def test_a_second_redriven_copy_to_the_api_is_skipped_as_a_duplicate(store):
+    # Redriven twice while the api is down, a dead letter has two copies on
+    # their way. The api applies the first; the second finds its inbox row
+    # and is skipped at once, not failed five times into a new dead letter.
+    payment_id, order_id = checkout_order(store)
+    with blocked(store.dbs["api"], "orders", f"order_id <> {order_id} OR order_status <> 1"):
+        assert store.webhook(payment_id, "paid")[0] == 200
+        letter = wait_dead_letter(store, "api", "order_updated")
+    store.stop(["api"])
+    try:
+        for _ in range(2):
+            out = dead_letters(store, "api", "redrive", letter["message_id"])
+            assert out.returncode == 0 and "redriven" in out.stdout, out.stderr
+    finally:
+        store.start(["api"])
+    store.wait_order_status(order_id, 1, timeout=30)
+    wait_until(lambda: metric(store, "api", "messages_duplicate_total") >= 1, 30,
+               "the second copy to be skipped")
+    assert metric(store, "api", "messages_dead_lettered_total") == 0
+    assert letter_statuses(store, "api", letter["message_id"]) == ["handled"]
+
+
 def test_a_forged_order_snapshot_is_dead_lettered_and_changes_nothing(store):
     # Only the checkout service writes checkout.events, but a snapshot that
     # could not come from it (a status no order has, a key or payment id that
