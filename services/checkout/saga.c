@@ -726,28 +726,12 @@ int saga_resume(PGconn *conn, const char *saga_id, const struct saga_config *cfg
 static int fire_step_timeout(PGconn *conn, const struct saga_config *cfg, const char *saga_id)
 {
     struct saga saga;
-    char timeout[32];
-    const char *params[] = {saga_id, timeout};
     const char *reason;
-    PGresult *res;
-    int found, due, reserving;
+    int found, reserving;
 
     found = saga_load(conn, NULL, saga_id, &saga);
     if (found <= 0)
         return found;
-    /* Checked again under the saga's lock: an answer may just have come. */
-    snprintf(timeout, sizeof(timeout), "%ld", cfg->step_timeout_ms);
-    res = db_query(conn, "step overdue",
-                   "SELECT 1 FROM sagas WHERE saga_id = $1 "
-                   "AND state IN ('reserving', 'opening_payment') "
-                   "AND updated_at <= now() - $2::bigint * interval '1 millisecond'",
-                   2, params);
-    if (res == NULL)
-        return -1;
-    due = PQntuples(res) == 1;
-    PQclear(res);
-    if (!due)
-        return 0;
     reserving = strcmp(saga.state, "reserving") == 0;
     reason = reserving ? "inventory did not answer in time; please retry"
                        : "payment did not answer in time; please retry";
@@ -767,11 +751,11 @@ static int fire_step_timeout(PGconn *conn, const struct saga_config *cfg, const 
     return compensate(conn, NULL, &saga, cfg, "step_timeout", reason);
 }
 
-/* The saga that has waited longest in a forward step, if past the step
- * timeout; the partial index sagas_open holds only sagas in flight. Not
- * before this process has itself been up for the step timeout: answers that
- * piled up in its topics while checkout was down are read first. Returns 1
- * when found (saga_id filled), 0 when none, -1 on failure. */
+/* In the open transaction, locks the saga that has waited longest in a
+ * forward step, if past the step timeout (the partial index sagas_open holds
+ * only sagas in flight; one a handler holds is skipped, as its answer may
+ * just have come). Returns 1 when found (saga_id filled), 0 when none, -1
+ * on failure. */
 static int step_overdue(PGconn *conn, const struct saga_config *cfg, char *saga_id, size_t cap)
 {
     char timeout[32];
@@ -779,13 +763,11 @@ static int step_overdue(PGconn *conn, const struct saga_config *cfg, char *saga_
     PGresult *res;
     int found;
 
-    if (backoff_now_ms() - cfg->started_ms < (double)cfg->step_timeout_ms)
-        return 0;
     snprintf(timeout, sizeof(timeout), "%ld", cfg->step_timeout_ms);
     res = db_query(conn, "steps overdue",
                    "SELECT saga_id FROM sagas WHERE state IN ('reserving', 'opening_payment') "
                    "AND updated_at <= now() - $1::bigint * interval '1 millisecond' "
-                   "ORDER BY updated_at LIMIT 1",
+                   "ORDER BY updated_at LIMIT 1 FOR UPDATE SKIP LOCKED",
                    1, params);
     if (res == NULL)
         return -1;
@@ -811,19 +793,27 @@ int saga_fire_timers(PGconn *conn, void *arg)
         return -1;
     if (PQntuples(res) == 0) {
         PQclear(res);
+        /* Not before this process has itself been up for the step timeout:
+         * answers that piled up in its topics while it was down come first. */
+        if (backoff_now_ms() - cfg->started_ms < (double)cfg->step_timeout_ms)
+            return 0;
+        if (db_begin(conn) != 0)
+            return -1;
         rc = step_overdue(conn, cfg, saga_id, sizeof(saga_id));
-        if (rc <= 0)
-            return rc;
-        snprintf(kind, sizeof(kind), "%s", "step_timeout");
+        if (rc == 0) {
+            db_rollback(conn);
+            return 0;
+        }
+        if (rc > 0)
+            rc = fire_step_timeout(conn, cfg, saga_id);
     } else {
         snprintf(saga_id, sizeof(saga_id), "%s", PQgetvalue(res, 0, 0));
         snprintf(kind, sizeof(kind), "%s", PQgetvalue(res, 0, 1));
         PQclear(res);
+        if (db_begin(conn) != 0)
+            return -1;
+        rc = fire_timer(conn, cfg, saga_id, kind);
     }
-    if (db_begin(conn) != 0)
-        return -1;
-    rc = strcmp(kind, "step_timeout") == 0 ? fire_step_timeout(conn, cfg, saga_id)
-                                           : fire_timer(conn, cfg, saga_id, kind);
     if (rc < 0) {
         db_rollback(conn);
         return -1;
