@@ -313,8 +313,8 @@ static int redrive(const struct service_spec *spec, const struct service_setting
     if (offset < 0) {
         /* The inbox row is gone, so the listing says "redriven"; say what to do. */
         fprintf(stderr,
-                "%s dead-letters: %s was not redriven yet; once the broker answers, run "
-                "this redrive again to finish it\n",
+                "%s dead-letters: the copy of %s may not have been sent; once the broker "
+                "answers, run this redrive again to make sure (a second copy is skipped)\n",
                 spec->name, id);
         return 1;
     }

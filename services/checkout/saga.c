@@ -736,7 +736,7 @@ static int fire_step_timeout(PGconn *conn, const struct saga_config *cfg, const 
     reason = reserving ? "inventory did not answer in time; please retry"
                        : "payment did not answer in time; please retry";
     log_warn("msg=\"forward step timed out; cancelling the order\" saga_id=%s order_id=%s "
-             "state=%s waited_ms=%ld",
+             "state=%s step_timeout_ms=%ld",
              saga.saga_id, saga.order_id, saga.state, cfg->step_timeout_ms);
     if (reserving && saga.definition_version < SAGA_RESERVE_AND_OPEN) {
         const char *update[] = {saga_id};
@@ -794,7 +794,8 @@ int saga_fire_timers(PGconn *conn, void *arg)
     if (PQntuples(res) == 0) {
         PQclear(res);
         /* Not before this process has itself been up for the step timeout:
-         * answers that piled up in its topics while it was down come first. */
+         * that long for its consumer to read the answers that piled up in
+         * its topics while it was down. */
         if (backoff_now_ms() - cfg->started_ms < (double)cfg->step_timeout_ms)
             return 0;
         if (db_begin(conn) != 0)

@@ -19,8 +19,8 @@
  * A saga that waits longer than the step timeout for inventory (reserving)
  * or payment (opening_payment), say because the command was dead-lettered,
  * goes to compensating, so no order stays pending for ever. The timeout
- * counts from checkout's own start at the earliest, so that answers which
- * piled up while it was down are read first.
+ * counts from checkout's own start at the earliest, giving its consumer that
+ * long to read the answers that piled up while it was down.
  *
  * A payment timeout does not cancel the order by itself: it asks payment to
  * cancel the payment unless it is paid, and payment, which sees the
