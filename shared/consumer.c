@@ -132,18 +132,27 @@ static int inbox_claim(PGconn *conn, const char *message_id, const char *topic,
  * Queues the inbox row of a message about to be handled (nothing when the
  * handler is idempotent by itself and keeps no inbox row, unless the message
  * is a redriven dead letter: its row shows the dead letter handled, and
- * skips a second copy). The row travels with the handler's first statement,
- * saving a round trip; when the message was handled before, its primary key
- * fails the transaction, and message_was_handled() tells that apart from a
- * real failure. Returns 0 or -1.
+ * skips a second copy). A redriven copy first takes the place of the
+ * message's "dead_letter" row, in the same transaction: so the copy is
+ * applied even when that row is back (a database restored from a dump
+ * taken before the redrive), and a failed attempt leaves the row as it was.
+ * The rows travel with the handler's first statement, saving a round trip;
+ * when the message was handled before, its primary key fails the
+ * transaction, and message_was_handled() tells that apart from a real
+ * failure. Returns 0 or -1.
  */
-/* Whether msg gets an inbox row (see claim_for_handler). */
-static int keeps_inbox_row(const struct consumer *consumer, const rd_kafka_message_t *msg)
+/* Whether msg is a dead letter's copy produced by `dead-letters redrive`. */
+static int is_redriven(const rd_kafka_message_t *msg)
 {
     char redriven_from[8];
 
-    return !consumer->cfg.handler_idempotent ||
-           kafka_header(msg, "redriven_from", redriven_from, sizeof(redriven_from)) == 0;
+    return kafka_header(msg, "redriven_from", redriven_from, sizeof(redriven_from)) == 0;
+}
+
+/* Whether msg gets an inbox row (see claim_for_handler). */
+static int keeps_inbox_row(const struct consumer *consumer, const rd_kafka_message_t *msg)
+{
+    return !consumer->cfg.handler_idempotent || is_redriven(msg);
 }
 
 static int claim_for_handler(const struct consumer *consumer, const struct consumer_message *cmsg,
@@ -156,6 +165,11 @@ static int claim_for_handler(const struct consumer *consumer, const struct consu
         return 0;
     snprintf(partition, sizeof(partition), "%d", (int)msg->partition);
     snprintf(offset, sizeof(offset), "%lld", (long long)msg->offset);
+    if (is_redriven(msg) &&
+        db_exec_later(consumer->conn, "inbox dead letter redriven",
+                      "DELETE FROM inbox WHERE message_id = $1 AND outcome = 'dead_letter'", 1,
+                      params) != 0)
+        return -1;
     return db_exec_later(consumer->conn, "inbox insert",
                          "INSERT INTO inbox (message_id, topic, kafka_partition, kafka_offset, "
                          "outcome) VALUES ($1, $2, $3::int, $4::bigint, 'handled')",

@@ -124,9 +124,9 @@ static int read_letters(const struct service_spec *spec, const struct service_se
     return 0;
 }
 
-/* "dead" while the inbox records the message as dead-lettered; "handled"
- * once a redrive (or anything else) applied it; "redriven" when the row is
- * gone, so a copy is on its way (or the row was pruned long after). */
+/* "dead" while the inbox records the message as dead-lettered (a redriven
+ * copy may be on its way); "handled" once a redrive (or anything else)
+ * applied it; "gone" when the row was pruned, long after. */
 static const char *letter_status(PGconn *conn, const char *inbox_id)
 {
     const char *params[] = {inbox_id};
@@ -137,7 +137,7 @@ static const char *letter_status(PGconn *conn, const char *inbox_id)
     if (res == NULL)
         return status;
     if (PQntuples(res) == 0)
-        status = "redriven";
+        status = "gone";
     else if (strcmp(PQgetvalue(res, 0, 0), "dead_letter") == 0)
         status = "dead";
     else
@@ -262,16 +262,14 @@ static const struct letter *find_letter(const struct letters *all, const char *i
 }
 
 /*
- * Hands message id back to the service. Order matters for a crash between
- * any two steps: nothing changes until the original has been read; the
- * inbox row goes before the copy is produced, so a rerun after a crash
- * produces the copy then; a copy produced twice is skipped by the inbox.
+ * Hands message id back to the service: reads the original and produces its
+ * copy, changing nothing else, so a crash anywhere is repaired by running it
+ * again; a copy produced twice is skipped by the inbox.
  */
 static int redrive(const struct service_spec *spec, const struct service_settings *settings,
                    rd_kafka_t *rk, PGconn *conn, const struct letters *all, const char *id)
 {
     const struct letter *letter = find_letter(all, id);
-    const char *params[] = {id};
     char wire[300], from[400];
     rd_kafka_message_t *original;
     const char *status;
@@ -301,17 +299,9 @@ static int redrive(const struct service_spec *spec, const struct service_setting
         return 1;
     }
     snprintf(from, sizeof(from), "%s/%lld/%lld", letter->topic, letter->partition, letter->offset);
-    if (db_exec(conn, "inbox dead letter delete",
-                "DELETE FROM inbox WHERE message_id = $1 AND outcome = 'dead_letter'", 1,
-                params) != 0) {
-        rd_kafka_message_destroy(original);
-        fprintf(stderr, "%s dead-letters: cannot update the inbox\n", spec->name);
-        return 1;
-    }
     offset = produce_copy(spec, settings, original, from);
     rd_kafka_message_destroy(original);
     if (offset < 0) {
-        /* The inbox row is gone, so the listing says "redriven"; say what to do. */
         fprintf(stderr,
                 "%s dead-letters: the copy of %s may not have been sent; once the broker "
                 "answers, run this redrive again to make sure (a second copy is skipped)\n",

@@ -7,12 +7,13 @@
  *   SERVICE dead-letters redrive ID    hand message ID back to the service
  *
  * Run with the service's own environment (database URL, brokers, topic
- * prefix, group). A redrive reads the original message from its topic,
- * deletes its "dead_letter" inbox row, and produces a copy (same key, value
- * and headers, plus "redriven_from") to the same partition; the running
- * service then handles it like any other. Every step may be repeated, so a
- * redrive interrupted at any point is finished by running it again, and one
- * run twice is harmless: the inbox skips the second copy.
+ * prefix, group). A redrive reads the original message from its topic and
+ * produces a copy (same key, value and headers, plus "redriven_from") to the
+ * same partition; the running service then handles it like any other, the
+ * copy's inbox row taking the place of the "dead_letter" one (consumer.c).
+ * The redrive changes nothing itself, so one interrupted at any point is
+ * finished by running it again, and one run twice is harmless: the inbox
+ * skips the second copy.
  */
 #ifndef SHARED_DEAD_LETTERS_H
 #define SHARED_DEAD_LETTERS_H
