@@ -103,24 +103,59 @@ static int consumer_ensure_db(struct consumer *consumer)
     return 0;
 }
 
+/* Whether msg is a dead letter's copy produced by `dead-letters redrive`. */
+static int is_redriven(const rd_kafka_message_t *msg)
+{
+    char redriven_from[8];
+
+    return kafka_header(msg, "redriven_from", redriven_from, sizeof(redriven_from)) == 0;
+}
+
+/* Whether msg gets an inbox row (see claim_for_handler). */
+static int keeps_inbox_row(const struct consumer *consumer, const rd_kafka_message_t *msg)
+{
+    return !consumer->cfg.handler_idempotent || is_redriven(msg);
+}
+
+/* For a redriven copy, queues the delete of its message's "dead_letter"
+ * inbox row, which the copy's own row then replaces in the same
+ * transaction. Returns 0 or -1. */
+static int redriven_replaces_dead_row(PGconn *conn, const rd_kafka_message_t *msg,
+                                      const char *message_id)
+{
+    const char *params[] = {message_id};
+
+    if (!is_redriven(msg))
+        return 0;
+    return db_exec_later(conn, "inbox dead letter redriven",
+                         "DELETE FROM inbox WHERE message_id = $1 AND outcome = 'dead_letter'", 1,
+                         params);
+}
+
 /*
- * Inserts the inbox row. Returns 1 if it was new, 0 if the message was handled
- * before, -1 on failure.
+ * Inserts a dead letter's inbox row. Returns 1 if it was new, 0 if the
+ * message was handled (or dead-lettered) before, -1 on failure. A redriven
+ * copy that failed like its original takes the place of the original's row
+ * (the role may delete inbox rows, not update them) and is dead-lettered
+ * again, so it is not dropped unseen.
  */
-static int inbox_claim(PGconn *conn, const char *message_id, const char *topic,
-                       const rd_kafka_message_t *msg, const char *outcome)
+static int inbox_claim_dead(PGconn *conn, const char *message_id, const char *topic,
+                            const rd_kafka_message_t *msg)
 {
     char partition[16], offset[32];
-    const char *params[] = {message_id, topic, partition, offset, outcome};
+    const char *params[] = {message_id, topic, partition, offset};
     PGresult *res;
     int inserted;
 
     snprintf(partition, sizeof(partition), "%d", (int)msg->partition);
     snprintf(offset, sizeof(offset), "%lld", (long long)msg->offset);
+    if (redriven_replaces_dead_row(conn, msg, message_id) != 0)
+        return -1;
     res = db_query(conn, "inbox insert",
                    "INSERT INTO inbox (message_id, topic, kafka_partition, kafka_offset, outcome) "
-                   "VALUES ($1, $2, $3::int, $4::bigint, $5) ON CONFLICT (message_id) DO NOTHING",
-                   5, params);
+                   "VALUES ($1, $2, $3::int, $4::bigint, 'dead_letter') "
+                   "ON CONFLICT (message_id) DO NOTHING",
+                   4, params);
     if (res == NULL)
         return -1;
     inserted = strcmp(PQcmdTuples(res), "1") == 0;
@@ -141,20 +176,6 @@ static int inbox_claim(PGconn *conn, const char *message_id, const char *topic,
  * transaction, and message_was_handled() tells that apart from a real
  * failure. Returns 0 or -1.
  */
-/* Whether msg is a dead letter's copy produced by `dead-letters redrive`. */
-static int is_redriven(const rd_kafka_message_t *msg)
-{
-    char redriven_from[8];
-
-    return kafka_header(msg, "redriven_from", redriven_from, sizeof(redriven_from)) == 0;
-}
-
-/* Whether msg gets an inbox row (see claim_for_handler). */
-static int keeps_inbox_row(const struct consumer *consumer, const rd_kafka_message_t *msg)
-{
-    return !consumer->cfg.handler_idempotent || is_redriven(msg);
-}
-
 static int claim_for_handler(const struct consumer *consumer, const struct consumer_message *cmsg,
                              const rd_kafka_message_t *msg)
 {
@@ -165,10 +186,7 @@ static int claim_for_handler(const struct consumer *consumer, const struct consu
         return 0;
     snprintf(partition, sizeof(partition), "%d", (int)msg->partition);
     snprintf(offset, sizeof(offset), "%lld", (long long)msg->offset);
-    if (is_redriven(msg) &&
-        db_exec_later(consumer->conn, "inbox dead letter redriven",
-                      "DELETE FROM inbox WHERE message_id = $1 AND outcome = 'dead_letter'", 1,
-                      params) != 0)
+    if (redriven_replaces_dead_row(consumer->conn, msg, cmsg->env->id) != 0)
         return -1;
     return db_exec_later(consumer->conn, "inbox insert",
                          "INSERT INTO inbox (message_id, topic, kafka_partition, kafka_offset, "
@@ -177,8 +195,11 @@ static int claim_for_handler(const struct consumer *consumer, const struct consu
 }
 
 /* After a failed attempt (rolled back): 1 if the message's inbox row exists,
- * so it was handled (or dead-lettered) before, 0 if not, -1 on failure. A
- * second redriven copy to an idempotent handler is found here too. */
+ * so it was handled (or dead-lettered) before, 0 if not, -1 on failure. For
+ * a redriven copy only a "handled" row counts: the dead letter's own row is
+ * still there after the copy failed too, which must then be retried and
+ * dead-lettered again, not skipped. A second redriven copy to an idempotent
+ * handler is found here too. */
 static int message_was_handled(const struct consumer *consumer, const struct consumer_message *cmsg,
                                const rd_kafka_message_t *msg)
 {
@@ -188,8 +209,12 @@ static int message_was_handled(const struct consumer *consumer, const struct con
 
     if (!keeps_inbox_row(consumer, msg))
         return 0;
-    res = db_query(consumer->conn, "inbox check", "SELECT 1 FROM inbox WHERE message_id = $1", 1,
-                   params);
+    /* Literals, not a formatted buffer: db.c prepares statements by address. */
+    res = db_query(consumer->conn, "inbox check",
+                   is_redriven(msg) ? "SELECT 1 FROM inbox WHERE message_id = $1 "
+                                      "AND outcome <> 'dead_letter'"
+                                    : "SELECT 1 FROM inbox WHERE message_id = $1",
+                   1, params);
     if (res == NULL)
         return -1;
     found = PQntuples(res) == 1;
@@ -265,7 +290,7 @@ static enum attempt_result write_dead_letter(struct consumer *consumer,
 
     if (db_begin(consumer->conn) != 0)
         goto failed;
-    claimed = inbox_claim(consumer->conn, inbox_id, topic, msg, "dead_letter");
+    claimed = inbox_claim_dead(consumer->conn, inbox_id, topic, msg);
     if (claimed < 0)
         goto failed;
     if (claimed == 1 && outbox_enqueue(consumer->conn, dlq_topic, key, &dead, traceparent) != 0)

@@ -602,19 +602,27 @@ def test_a_dead_lettered_message_is_handled_once_when_redriven_after_the_fix(sto
         assert shipments_of(store, order_id) == "0"
         listing = dead_letters(store, "dispatch")
         assert listing.returncode == 0 and letter["message_id"] in listing.stdout
+        # Redriven before the cause is gone, the copy fails like the original
+        # and is dead-lettered again, not taken for handled.
+        dead = metric(store, "dispatch", "messages_dead_lettered_total")
+        out = dead_letters(store, "dispatch", "redrive", letter["message_id"])
+        assert out.returncode == 0 and "redriven" in out.stdout, out.stderr
+        wait_dead_lettered(store, "dispatch", dead, 1)
+        assert letter_statuses(store, "dispatch", letter["message_id"]) == ["dead", "dead"]
+        assert shipments_of(store, order_id) == "0"
 
     out = dead_letters(store, "dispatch", "redrive", letter["message_id"])
     assert out.returncode == 0 and "redriven" in out.stdout, out.stderr
     wait_dispatched_once(store, order_id)
-    wait_until(lambda: letter_statuses(store, "dispatch", letter["message_id"]) == ["handled"],
-               30, "the dead letter to show as handled")
+    wait_until(lambda: letter_statuses(store, "dispatch", letter["message_id"]) ==
+               ["handled", "handled"], 30, "the dead letter to show as handled")
 
     # Redriving again changes nothing and sends no other copy.
     again = dead_letters(store, "dispatch", "redrive", letter["message_id"])
     assert again.returncode == 0 and "already handled" in again.stdout, again.stderr
     copies = [m for m in store.dump("dispatch.commands")
               if m["type"] == "start_dispatch" and m["payload"]["order_id"] == order_id]
-    assert [m["id"] for m in copies] == [letter["message_id"]] * 2
+    assert [m["id"] for m in copies] == [letter["message_id"]] * 3
 
     # Unknown ids and bad usage are refused clearly.
     unknown = dead_letters(store, "dispatch", "redrive", str(uuid.uuid4()))
