@@ -778,12 +778,24 @@ static int step_overdue(PGconn *conn, const struct saga_config *cfg, char *saga_
     return found;
 }
 
-int saga_fire_timers(PGconn *conn, void *arg)
+/* Ends the open transaction after a timer or step timeout handler: commits
+ * unless it failed. Returns 1 when committed, -1 on failure. */
+static int commit_fired(PGconn *conn, int rc)
 {
-    const struct saga_config *cfg = arg;
+    if (rc < 0) {
+        db_rollback(conn);
+        return -1;
+    }
+    crashpoint("checkout.timer_before_commit");
+    return db_commit(conn) != 0 ? -1 : 1;
+}
+
+/* Fires the durable timer due first, if any. Returns 1 when one was handled,
+ * 0 when none is due, -1 on failure. */
+static int fire_due_timer(PGconn *conn, const struct saga_config *cfg)
+{
     PGresult *res;
     char saga_id[ENVELOPE_KEY_MAX], kind[32];
-    int rc;
 
     res = db_query(conn, "timers due",
                    "SELECT saga_id, kind FROM timers WHERE fire_at <= now() "
@@ -793,34 +805,53 @@ int saga_fire_timers(PGconn *conn, void *arg)
         return -1;
     if (PQntuples(res) == 0) {
         PQclear(res);
-        /* Not before this process has itself been up for the step timeout:
-         * that long for its consumer to read the answers that piled up in
-         * its topics while it was down. */
-        if (backoff_now_ms() - cfg->started_ms < (double)cfg->step_timeout_ms)
-            return 0;
-        if (db_begin(conn) != 0)
-            return -1;
-        rc = step_overdue(conn, cfg, saga_id, sizeof(saga_id));
-        if (rc == 0) {
-            db_rollback(conn);
-            return 0;
-        }
-        if (rc > 0)
-            rc = fire_step_timeout(conn, cfg, saga_id);
-    } else {
-        snprintf(saga_id, sizeof(saga_id), "%s", PQgetvalue(res, 0, 0));
-        snprintf(kind, sizeof(kind), "%s", PQgetvalue(res, 0, 1));
-        PQclear(res);
-        if (db_begin(conn) != 0)
-            return -1;
-        rc = fire_timer(conn, cfg, saga_id, kind);
+        return 0;
     }
-    if (rc < 0) {
+    snprintf(saga_id, sizeof(saga_id), "%s", PQgetvalue(res, 0, 0));
+    snprintf(kind, sizeof(kind), "%s", PQgetvalue(res, 0, 1));
+    PQclear(res);
+    if (db_begin(conn) != 0)
+        return -1;
+    return commit_fired(conn, fire_timer(conn, cfg, saga_id, kind));
+}
+
+/* Gives up on the saga that has waited longest past the step timeout, if
+ * any. Returns 1 when one was, 0 when none is overdue, -1 on failure. */
+static int fire_overdue_step(PGconn *conn, const struct saga_config *cfg)
+{
+    char saga_id[ENVELOPE_KEY_MAX];
+    int rc;
+
+    if (db_begin(conn) != 0)
+        return -1;
+    rc = step_overdue(conn, cfg, saga_id, sizeof(saga_id));
+    if (rc == 0) {
         db_rollback(conn);
-        return -1;
+        return 0;
     }
-    crashpoint("checkout.timer_before_commit");
-    if (db_commit(conn) != 0)
-        return -1;
-    return 1;
+    if (rc > 0)
+        rc = fire_step_timeout(conn, cfg, saga_id);
+    return commit_fired(conn, rc);
+}
+
+int saga_fire_timers(PGconn *conn, void *arg)
+{
+    struct saga_config *cfg = arg;
+    double now = backoff_now_ms();
+    int rc;
+
+    /* Overdue steps are looked for before any due timer, so that a backlog
+     * of timers cannot hold them back, and while none is found at most once
+     * a tick. Not before this process has itself been up for the step
+     * timeout: that long for its consumer to read the answers that piled up
+     * in its topics while it was down. */
+    if (now - cfg->started_ms >= (double)cfg->step_timeout_ms && now >= cfg->next_step_sweep_ms) {
+        rc = fire_overdue_step(conn, cfg);
+        if (rc < 0)
+            return -1;
+        if (rc > 0) /* then one timer: neither kind waits on the other */
+            return fire_due_timer(conn, cfg) < 0 ? -1 : 1;
+        cfg->next_step_sweep_ms = now + STEP_SWEEP_INTERVAL_MS;
+    }
+    return fire_due_timer(conn, cfg);
 }

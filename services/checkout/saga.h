@@ -48,9 +48,12 @@ struct saga_config {
     long compensation_retry_ms;   /* first resend of a compensation (COMPENSATION_RETRY_MS) */
     long max_compensation_rounds; /* rounds before compensation_failed (COMPENSATION_MAX_ROUNDS) */
     int open_payment_early;       /* version 2 when the price is known (OPEN_PAYMENT_EARLY) */
-    long step_timeout_ms; /* longest wait in reserving or opening_payment (STEP_TIMEOUT_MS) */
-    double started_ms;    /* backoff_now_ms() at start: step timeouts wait this long too */
+    long step_timeout_ms;      /* longest wait in reserving or opening_payment (STEP_TIMEOUT_MS) */
+    double started_ms;         /* backoff_now_ms() at start: step timeouts wait this long too */
+    double next_step_sweep_ms; /* the timer ticker's own: when to look for overdue steps */
 };
+
+#define STEP_SWEEP_INTERVAL_MS 100 /* between looks for overdue steps while none is found */
 
 /* The message types saga_handle acts on; the consumer acknowledges others
  * without a transaction. */
@@ -61,8 +64,9 @@ extern const char *const saga_handled_types[];
 int saga_handle(PGconn *conn, const struct consumer_message *msg, void *arg, char *err,
                 size_t errlen);
 
-/* ticker_fn firing due durable timers, one per transaction; arg as above.
- * Returns the number fired, or -1. */
+/* ticker_fn firing due durable timers and step timeouts, one per
+ * transaction, taking turns; arg as above (the ticker's thread alone writes
+ * next_step_sweep_ms). Returns the number fired, or -1. */
 int saga_fire_timers(PGconn *conn, void *arg);
 
 /* An operator's resume of a saga parked as compensation_failed, in the open

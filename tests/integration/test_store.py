@@ -1344,6 +1344,43 @@ def test_answers_that_piled_up_while_checkout_was_down_beat_its_step_timeout(sto
         assert "step_timeout" not in events, events
 
 
+def test_a_backlog_of_due_timers_does_not_hold_back_the_step_timeout(store):
+    # Tens of thousands of durable timers are due at once (here of finished
+    # sagas, which checkout only clears) while inventory is down. Checkout
+    # takes turns between the backlog and the overdue step, so the order is
+    # cancelled at the step timeout, not after the last timer.
+    db = store.dbs["checkout"]
+    backlog = "saga_id LIKE 'backlog-%'"
+    with restarted_with(store, "checkout", **STEP_TIMEOUT):
+        db.query("INSERT INTO orders (idempotency_key, product_id, order_status) "
+                 "SELECT 'backlog-' || i, 1, 2 FROM generate_series(1, 20000) i; "
+                 "INSERT INTO sagas (saga_id, order_id, definition_version, state) "
+                 "SELECT idempotency_key, order_id, 2, 'completed' FROM orders "
+                 "WHERE idempotency_key LIKE 'backlog-%'; "
+                 "INSERT INTO timers (saga_id, kind, fire_at) "
+                 "SELECT saga_id, kind, now() - interval '1 hour' FROM sagas, "
+                 "(VALUES ('payment_timeout'), ('compensation_retry')) AS k (kind) "
+                 f"WHERE {backlog}", as_owner=True)
+        try:
+            key = new_key()
+            store.stop(["inventory"])
+            try:
+                status, body = store.checkout(key)
+                left = int(db.scalar(f"SELECT count(*) FROM timers WHERE {backlog}"))
+            finally:
+                store.start(["inventory"])
+            assert status == 409 and "inventory did not answer in time" in body, body
+            assert left > 0, "the backlog was gone before the order was cancelled"
+            wait_until(lambda: saga_of(store, key)["state"] == "cancelled", 30,
+                       "the release to be confirmed")
+        finally:
+            # Sagas first, then their timers: checkout's lock order.
+            db.query(f"WITH locked AS (SELECT 1 FROM sagas WHERE {backlog} FOR UPDATE) "
+                     "SELECT count(*) FROM locked; "
+                     f"DELETE FROM timers WHERE {backlog}; DELETE FROM sagas WHERE {backlog}; "
+                     "DELETE FROM orders WHERE idempotency_key LIKE 'backlog-%'", as_owner=True)
+
+
 def test_a_locked_table_holds_only_its_readers_and_them_only_until_the_timeout(store):
     # The api's HTTP threads never wait on the database: requests that need
     # it queue for a database worker (API_DB_POOL of them). So while a table
