@@ -841,17 +841,21 @@ int saga_fire_timers(PGconn *conn, void *arg)
     int rc;
 
     /* Overdue steps are looked for before any due timer, so that a backlog
-     * of timers cannot hold them back, and while none is found at most once
-     * a tick. Not before this process has itself been up for the step
+     * of timers cannot hold them back, and while none is found (or giving
+     * up on one fails) at most once a tick. Not before this process has itself been up for the step
      * timeout: that long for its consumer to read the answers that piled up
      * in its topics while it was down. */
     if (now - cfg->started_ms >= (double)cfg->step_timeout_ms && now >= cfg->next_step_sweep_ms) {
         rc = fire_overdue_step(conn, cfg);
-        if (rc < 0)
-            return -1;
-        if (rc > 0) /* then one timer: neither kind waits on the other */
-            return fire_due_timer(conn, cfg) < 0 ? -1 : 1;
-        cfg->next_step_sweep_ms = now + STEP_SWEEP_INTERVAL_MS;
+        if (rc <= 0) /* none, or it failed: look again a tick later */
+            cfg->next_step_sweep_ms = now + STEP_SWEEP_INTERVAL_MS;
+        if (rc != 0) {
+            /* Then one timer, so that neither kind waits on the other, not
+             * even on a step timeout that keeps failing. */
+            int timer = fire_due_timer(conn, cfg);
+
+            return timer < 0 || (rc < 0 && timer == 0) ? -1 : 1;
+        }
     }
     return fire_due_timer(conn, cfg);
 }
