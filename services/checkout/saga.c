@@ -842,9 +842,9 @@ int saga_fire_timers(PGconn *conn, void *arg)
 
     /* Overdue steps are looked for before any due timer, so that a backlog
      * of timers cannot hold them back, and while none is found (or giving
-     * up on one fails) at most once a tick. Not before this process has itself been up for the step
-     * timeout: that long for its consumer to read the answers that piled up
-     * in its topics while it was down. */
+     * up on one fails) at most once a tick. Not before this process has
+     * itself been up for the step timeout: that long for its consumer to
+     * read the answers that piled up in its topics while it was down. */
     if (now - cfg->started_ms >= (double)cfg->step_timeout_ms && now >= cfg->next_step_sweep_ms) {
         rc = fire_overdue_step(conn, cfg);
         if (rc <= 0) /* none, or it failed: look again a tick later */

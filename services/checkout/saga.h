@@ -53,7 +53,9 @@ struct saga_config {
     double next_step_sweep_ms; /* the timer ticker's own: when to look for overdue steps */
 };
 
-#define STEP_SWEEP_INTERVAL_MS 100 /* between looks for overdue steps while none is found */
+/* Between looks for overdue steps while none is found, or giving up on one
+ * fails. */
+#define STEP_SWEEP_INTERVAL_MS 100
 
 /* The message types saga_handle acts on; the consumer acknowledges others
  * without a transaction. */
@@ -66,7 +68,8 @@ int saga_handle(PGconn *conn, const struct consumer_message *msg, void *arg, cha
 
 /* ticker_fn firing due durable timers and step timeouts, one per
  * transaction, taking turns; arg as above (the ticker's thread alone writes
- * next_step_sweep_ms). Returns the number fired, or -1. */
+ * next_step_sweep_ms). Returns 1 when it fired any, 0 when none was due,
+ * or -1. */
 int saga_fire_timers(PGconn *conn, void *arg);
 
 /* An operator's resume of a saga parked as compensation_failed, in the open
