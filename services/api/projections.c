@@ -17,6 +17,10 @@
 #include "store.h"
 #include "waiters.h"
 
+/* How long a restock's ack is kept: far past any call's wait (API_WAIT_MS is
+ * 10 minutes at most). An SQL interval, spliced into the statements. */
+#define RESTOCK_ACK_KEPT "interval '1 day'"
+
 const char *const projections_handled_types[] = {MSG_ORDER_UPDATED, MSG_PRODUCT_UPDATED,
                                                  MSG_DISPATCH_PROGRESS, NULL};
 
@@ -113,7 +117,7 @@ static int project_order(PGconn *conn, const cJSON *p, const char **why)
         8, params);
 }
 
-static int project_product(PGconn *conn, const cJSON *p, const char **why)
+static int project_product(PGconn *conn, const cJSON *p, const char *occurred_at, const char **why)
 {
     long long product_id, inventory, version, restocked = 0;
     const char *name = payload_str(p, "product");
@@ -160,16 +164,18 @@ static int project_product(PGconn *conn, const cJSON *p, const char **why)
     /* The snapshot answers a restock: acknowledged even when it changed
      * nothing (the level was already there), and the call waiting for it
      * (in any replica) is woken. Acks over a day old are waited for by no
-     * call (API_WAIT_MS is 10 minutes at most) and go. */
-    const char *ack_params[] = {restock_id};
+     * call (API_WAIT_MS is 10 minutes at most) and go; a snapshot over a day
+     * old (a replay) leaves none, so a replay brings no pruned ack back. */
+    const char *ack_params[] = {restock_id, occurred_at};
     if (db_exec_later(conn, "prune restock acks",
-                      "DELETE FROM restock_acks WHERE projected_at < now() - interval '1 day'", 0,
+                      "DELETE FROM restock_acks WHERE projected_at < now() - " RESTOCK_ACK_KEPT, 0,
                       NULL) != 0)
         return -1;
     return upsert_and_notify(conn, "project restock ack", "restock:", restock_id, RESTOCK_APPLIED,
-                             "INSERT INTO restock_acks (restock_id) VALUES ($1::uuid) "
+                             "INSERT INTO restock_acks (restock_id) SELECT $1::uuid "
+                             "WHERE $2::timestamptz >= now() - " RESTOCK_ACK_KEPT " "
                              "ON CONFLICT (restock_id) DO NOTHING",
-                             1, ack_params);
+                             2, ack_params);
 }
 
 static int project_progress(PGconn *conn, const cJSON *p, const char **why)
@@ -206,7 +212,7 @@ int projections_handle(PGconn *conn, const struct consumer_message *msg, void *a
     if (strcmp(type, MSG_ORDER_UPDATED) == 0)
         rc = project_order(conn, msg->env->payload, &why);
     else if (strcmp(type, MSG_PRODUCT_UPDATED) == 0)
-        rc = project_product(conn, msg->env->payload, &why);
+        rc = project_product(conn, msg->env->payload, msg->env->occurred_at, &why);
     else if (strcmp(type, MSG_DISPATCH_PROGRESS) == 0)
         rc = project_progress(conn, msg->env->payload, &why);
     else
