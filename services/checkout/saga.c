@@ -751,24 +751,72 @@ static int fire_step_timeout(PGconn *conn, const struct saga_config *cfg, const 
     return compensate(conn, NULL, &saga, cfg, "step_timeout", reason);
 }
 
+/* Writes the ids of the sagas passed over at this time into out, one per
+ * line, for the statements to split (saga ids have no newline). */
+static void passed_over_list(const struct saga_config *cfg, char *out, size_t cap)
+{
+    double now = backoff_now_ms();
+    size_t len = 0;
+
+    out[0] = '\0';
+    for (int i = 0; i < SAGA_PASSED_OVER_MAX; i++) {
+        const struct saga_passed_over *p = &cfg->passed_over[i];
+        int n;
+
+        if (p->saga_id[0] == '\0' || p->until_ms <= now)
+            continue;
+        n = snprintf(out + len, cap - len, "%s%s", len ? "\n" : "", p->saga_id);
+        if (n < 0 || (size_t)n >= cap - len) {
+            out[len] = '\0';
+            return;
+        }
+        len += (size_t)n;
+    }
+}
+
+/* Passes over saga_id for SAGA_PASSED_OVER_MS, in the place of the entry
+ * tried again soonest when every place is taken. */
+static void pass_over(struct saga_config *cfg, const char *saga_id)
+{
+    struct saga_passed_over *slot = &cfg->passed_over[0];
+
+    for (int i = 0; i < SAGA_PASSED_OVER_MAX; i++) {
+        struct saga_passed_over *p = &cfg->passed_over[i];
+
+        if (strcmp(p->saga_id, saga_id) == 0) {
+            slot = p;
+            break;
+        }
+        if (p->until_ms < slot->until_ms)
+            slot = p;
+    }
+    snprintf(slot->saga_id, sizeof(slot->saga_id), "%s", saga_id);
+    slot->until_ms = backoff_now_ms() + SAGA_PASSED_OVER_MS;
+    log_warn("msg=\"saga passed over after its timer or step timeout failed\" saga_id=%s "
+             "retry_ms=%d",
+             saga_id, SAGA_PASSED_OVER_MS);
+}
+
 /* In the open transaction, locks the saga that has waited longest in a
  * forward step, if past the step timeout (the partial index sagas_open holds
  * only sagas in flight; one a handler holds is skipped, as its answer may
- * just have come). Returns 1 when found (saga_id filled), 0 when none, -1
- * on failure. */
+ * just have come, and so is one passed over). Returns 1 when found (saga_id
+ * filled), 0 when none, -1 on failure. */
 static int step_overdue(PGconn *conn, const struct saga_config *cfg, char *saga_id, size_t cap)
 {
-    char timeout[32];
-    const char *params[] = {timeout};
+    char timeout[32], passed_over[SAGA_PASSED_OVER_MAX * ENVELOPE_KEY_MAX];
+    const char *params[] = {timeout, passed_over};
     PGresult *res;
     int found;
 
     snprintf(timeout, sizeof(timeout), "%ld", cfg->step_timeout_ms);
+    passed_over_list(cfg, passed_over, sizeof(passed_over));
     res = db_query(conn, "steps overdue",
                    "SELECT saga_id FROM sagas WHERE state IN ('reserving', 'opening_payment') "
                    "AND updated_at <= now() - $1::bigint * interval '1 millisecond' "
+                   "AND saga_id <> ALL (string_to_array($2, E'\\n')) "
                    "ORDER BY updated_at LIMIT 1 FOR UPDATE SKIP LOCKED",
-                   1, params);
+                   2, params);
     if (res == NULL)
         return -1;
     found = PQntuples(res) == 1;
@@ -790,17 +838,23 @@ static int commit_fired(PGconn *conn, int rc)
     return db_commit(conn) != 0 ? -1 : 1;
 }
 
-/* Fires the durable timer due first, if any. Returns 1 when one was handled,
- * 0 when none is due, -1 on failure. */
-static int fire_due_timer(PGconn *conn, const struct saga_config *cfg)
+/* Fires the durable timer due first, if any, of a saga not passed over.
+ * Returns 1 when one was handled, 0 when none is due, -1 on failure (and the
+ * saga is passed over). */
+static int fire_due_timer(PGconn *conn, struct saga_config *cfg)
 {
     PGresult *res;
     char saga_id[ENVELOPE_KEY_MAX], kind[32];
+    char passed_over[SAGA_PASSED_OVER_MAX * ENVELOPE_KEY_MAX];
+    const char *params[] = {passed_over};
+    int rc;
 
+    passed_over_list(cfg, passed_over, sizeof(passed_over));
     res = db_query(conn, "timers due",
                    "SELECT saga_id, kind FROM timers WHERE fire_at <= now() "
+                   "AND saga_id <> ALL (string_to_array($1, E'\\n')) "
                    "ORDER BY fire_at LIMIT 1",
-                   0, NULL);
+                   1, params);
     if (res == NULL)
         return -1;
     if (PQntuples(res) == 0) {
@@ -812,12 +866,16 @@ static int fire_due_timer(PGconn *conn, const struct saga_config *cfg)
     PQclear(res);
     if (db_begin(conn) != 0)
         return -1;
-    return commit_fired(conn, fire_timer(conn, cfg, saga_id, kind));
+    rc = commit_fired(conn, fire_timer(conn, cfg, saga_id, kind));
+    if (rc < 0)
+        pass_over(cfg, saga_id);
+    return rc;
 }
 
 /* Gives up on the saga that has waited longest past the step timeout, if
- * any. Returns 1 when one was, 0 when none is overdue, -1 on failure. */
-static int fire_overdue_step(PGconn *conn, const struct saga_config *cfg)
+ * any and not passed over. Returns 1 when one was, 0 when none is overdue,
+ * -1 on failure (and the saga, if one was found, is passed over). */
+static int fire_overdue_step(PGconn *conn, struct saga_config *cfg)
 {
     char saga_id[ENVELOPE_KEY_MAX];
     int rc;
@@ -829,8 +887,12 @@ static int fire_overdue_step(PGconn *conn, const struct saga_config *cfg)
         db_rollback(conn);
         return 0;
     }
-    if (rc > 0)
-        rc = fire_step_timeout(conn, cfg, saga_id);
+    if (rc > 0) {
+        rc = commit_fired(conn, fire_step_timeout(conn, cfg, saga_id));
+        if (rc < 0)
+            pass_over(cfg, saga_id);
+        return rc;
+    }
     return commit_fired(conn, rc);
 }
 

@@ -43,6 +43,17 @@
 #define SAGA_RESERVE_THEN_OPEN 1 /* definition versions, see above */
 #define SAGA_RESERVE_AND_OPEN  2
 
+/* A saga whose timer or step timeout just failed is passed over for this
+ * long, so that one failing every time (a bug, a bad deploy) holds back no
+ * other; up to SAGA_PASSED_OVER_MAX of them at once. */
+#define SAGA_PASSED_OVER_MS  1000
+#define SAGA_PASSED_OVER_MAX 16
+
+struct saga_passed_over {
+    char saga_id[ENVELOPE_KEY_MAX];
+    double until_ms; /* backoff_now_ms() from which it is tried again */
+};
+
 struct saga_config {
     long payment_timeout_ms;      /* PAYMENT_TIMEOUT_MS */
     long compensation_retry_ms;   /* first resend of a compensation (COMPENSATION_RETRY_MS) */
@@ -51,6 +62,7 @@ struct saga_config {
     long step_timeout_ms;      /* longest wait in reserving or opening_payment (STEP_TIMEOUT_MS) */
     double started_ms;         /* backoff_now_ms() at start: step timeouts wait this long too */
     double next_step_sweep_ms; /* the timer ticker's own: when to look for overdue steps */
+    struct saga_passed_over passed_over[SAGA_PASSED_OVER_MAX]; /* the timer ticker's own */
 };
 
 /* Between looks for overdue steps while none is found, or giving up on one
@@ -67,9 +79,9 @@ int saga_handle(PGconn *conn, const struct consumer_message *msg, void *arg, cha
                 size_t errlen);
 
 /* ticker_fn firing due durable timers and step timeouts, one per
- * transaction, taking turns; arg as above (the ticker's thread alone writes
- * next_step_sweep_ms). Returns 1 when it fired any, 0 when none was due,
- * or -1. */
+ * transaction, taking turns, and passing over sagas whose turn just failed;
+ * arg as above (the ticker's thread alone writes next_step_sweep_ms and
+ * passed_over). Returns 1 when it fired any, 0 when none was due, or -1. */
 int saga_fire_timers(PGconn *conn, void *arg);
 
 /* An operator's resume of a saga parked as compensation_failed, in the open

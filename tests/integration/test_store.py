@@ -1447,6 +1447,56 @@ def test_a_step_timeout_that_keeps_failing_does_not_hold_back_due_timers(store):
     assert "step_timeout" in events, events
 
 
+def test_a_payment_timeout_that_keeps_failing_does_not_hold_back_later_ones(store):
+    # Firing one saga's payment timeout fails every time (a constraint on its
+    # step history stands in for a bug). Checkout passes that saga over for
+    # a while after each failure, so the payment timeout of a saga due after
+    # it still fires; once the cause is gone, the first one fires too.
+    db = store.dbs["checkout"]
+    first, second = new_key(), new_key()
+    with blocked(db, "saga_steps", f"saga_id <> '{first}' OR event <> 'payment_timeout'"):
+        for key in (first, second):
+            status, body = store.checkout(key)
+            assert status == 200, body
+        wait_until(lambda: saga_of(store, second)["state"] == "cancelled",
+                   PAYMENT_TIMEOUT_MS / 1000 + 20, "the later payment timeout to fire")
+        assert saga_of(store, first)["state"] == "awaiting_payment"
+        assert db.scalar("SELECT count(*) FROM timers WHERE kind = 'payment_timeout' "
+                         f"AND saga_id = '{first}' AND fire_at <= now()") == "1"
+    wait_until(lambda: saga_of(store, first)["state"] == "cancelled", 20,
+               "the first payment timeout to fire once it can")
+
+
+def test_a_step_timeout_that_keeps_failing_does_not_hold_back_other_overdue_steps(store):
+    # Giving up on one overdue saga fails every time (as above). Another saga
+    # overdue after it is still given up on at its step timeout, and its
+    # call answered 409, not left waiting behind the first.
+    db = store.dbs["checkout"]
+    first, second = new_key(), new_key()
+    with restarted_with(store, "checkout", **STEP_TIMEOUT):
+        store.stop(["inventory"])
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            try:
+                with blocked(db, "saga_steps",
+                             f"saga_id <> '{first}' OR event <> 'step_timeout'"):
+                    call = pool.submit(store.checkout, first)
+                    wait_until(lambda: db.scalar(
+                        f"SELECT count(*) FROM sagas WHERE saga_id = '{first}'") == "1", 20,
+                        "the first saga to start")
+                    status, body = store.checkout(second)
+                    assert status == 409 and "inventory did not answer in time" in body, body
+                    assert saga_of(store, first)["state"] == "reserving"
+                wait_until(lambda: saga_of(store, first)["state"] != "reserving", 20,
+                           "the first step timeout to go through once it can")
+            finally:
+                store.start(["inventory"])
+            status, body = call.result()
+            assert status == 409 and "inventory did not answer in time" in body, body
+    for key in (first, second):
+        wait_until(lambda: saga_of(store, key)["state"] == "cancelled", 30,
+                   "the release to be confirmed")
+
+
 def test_a_locked_table_holds_only_its_readers_and_them_only_until_the_timeout(store):
     # The api's HTTP threads never wait on the database: requests that need
     # it queue for a database worker (API_DB_POOL of them). So while a table
