@@ -8,6 +8,7 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,9 @@ struct service {
     int consumer_count;
     char instance_ids[MAX_CONSUMERS][160];
     struct admin_http *admin;
+    /* Set once the relay and the consumers exist: the admin server, which
+     * starts first, reads the consumers only after that. */
+    atomic_int started;
     struct inbox_pruner *pruner;
     char consumed_names[MAX_TOPICS][160]; /* wire names, for the pruner */
     const char *consumed[MAX_TOPICS + 1];
@@ -257,6 +261,17 @@ void service_configure(const struct service_spec *spec, struct service_settings 
     crashpoint_init();
 }
 
+/* Sleeps up to ms, in short steps, so that a stop request ends it. */
+static void sleep_unless_stopped(long ms)
+{
+    while (ms > 0 && !stop_requested) {
+        long step = ms < 50 ? ms : 50;
+
+        backoff_sleep_ms(step);
+        ms -= step;
+    }
+}
+
 /* Creates the topics the service consumes and produces (and their dead-letter
  * topics), then waits, for a bounded time, until the broker shows the
  * consumed ones, so that the consumer's first assignment holds all of them
@@ -290,7 +305,7 @@ static void ensure_topics(const struct service_spec *spec, const struct service_
     while (!stop_requested &&
            kafka_ensure_topics(settings->brokers, topics, 4, 5000, err, sizeof(err)) != 0) {
         log_warn("msg=\"cannot create topics yet; retrying\" error=\"%s\"", err);
-        backoff_sleep_ms(backoff_next(&retry));
+        sleep_unless_stopped(backoff_next(&retry));
     }
     /* Not fatal: the consumer's metadata refresh finds a late topic too,
      * only with a rebalance later. */
@@ -305,6 +320,12 @@ static int service_ready(void *arg, char *why, size_t whylen)
 
     int assigned = 0;
 
+    /* Still making sure of its topics (the broker may be away), or starting
+     * its relay and consumers: nothing is handled yet. */
+    if (!atomic_load(&svc->started)) {
+        snprintf(why, whylen, "starting: topics, relay and consumers not set up yet");
+        return 0;
+    }
     /* Every consumer has its database; between them they have partitions (a
      * consumer may get none when there are more consumers than partitions). */
     for (int i = 0; i < svc->consumer_count; i++) {
@@ -420,6 +441,9 @@ struct service *service_start(const struct service_spec *spec,
         }
     }
     ensure_topics(spec, settings);
+    /* Asked to stop while the broker was away: there is nothing to start. */
+    if (stop_requested)
+        return svc;
     struct relay_config relay_cfg = {.db_url = settings->database_url,
                                      .name = spec->name,
                                      .kafka = kafka,
@@ -462,6 +486,7 @@ struct service *service_start(const struct service_spec *spec,
         if (settings->inbox_prune_interval_ms > 0)
             start_pruner(svc);
     }
+    atomic_store(&svc->started, 1);
     log_info("msg=\"service started\" admin_port=%ld group=%s", settings->admin_port,
              settings->group);
     return svc;

@@ -420,6 +420,32 @@ def test_the_api_counts_its_answers_by_status_class_and_times_them(store):
     assert after["timed"] - before["timed"] >= 7
 
 
+def test_a_service_that_cannot_reach_the_broker_is_alive_but_not_ready(store):
+    # Ready is what compose and Kubernetes wait for and route by: a service
+    # still making sure of its topics, its relay and consumers not set up,
+    # handles nothing. Its admin port answers from the start, so /healthz
+    # says alive, but /readyz must not say ready.
+    admin = f"http://127.0.0.1:{store.admin_ports['dispatch']}"
+    store.stop(["dispatch"])
+    process = store.processes["dispatch"]
+    try:
+        process.env = dict(store.env("dispatch"), KAFKA_BROKERS="127.0.0.1:1")
+        process.start()
+
+        def alive():
+            try:
+                return http(admin, "GET", "/healthz", timeout=2)[0] == 200
+            except OSError:
+                return False
+        wait_until(alive, 20, "dispatch's admin port to answer")
+        status, body = http(admin, "GET", "/readyz", timeout=2)
+        assert (status, body) == (503, "starting: topics, relay and consumers not set up yet\n")
+    finally:
+        store.stop(["dispatch"])
+        store.start(["dispatch"])
+    assert http(admin, "GET", "/readyz", timeout=2) == (200, "ready\n")
+
+
 def test_the_admin_port_answers_head_and_refuses_other_methods_and_bodies(store):
     admin = f"http://127.0.0.1:{store.admin_ports['inventory']}"
     for path in ("/healthz", "/readyz", "/metrics"):
