@@ -120,7 +120,10 @@ struct admin_http *admin_http_start(const char *address, int port, admin_ready_f
     struct addrinfo *where = NULL;
     struct admin_http *server;
     char service[8];
-    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    /* A thread per connection: a route that waits (checkout's saga lookups
+     * on the database) holds back no probe or scrape. */
+    unsigned int flags =
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
 
     snprintf(service, sizeof(service), "%d", port);
     if (getaddrinfo(address, service, &hints, &where) != 0) {

@@ -24,7 +24,9 @@ typedef int (*admin_route_fn)(void *arg, const char *method, const char *path, i
                               char **body, const char **content_type);
 
 /*
- * Starts the server on address:port in its own thread; address is a numeric
+ * Starts the server on address:port, with a thread of its own for each
+ * connection (so ready_fn and route_fn may run in several at once, and a
+ * route that waits holds back no other request); address is a numeric
  * IPv4 or IPv6 address ("127.0.0.1", "0.0.0.0", "::"). Returns NULL with a
  * reason in err if the address is not one or the port cannot be bound.
  */

@@ -30,7 +30,10 @@ static char *query_json(PGconn *conn, const char *sql, const char *param, int *s
     PGresult *res = db_query(conn, "saga inspect", sql, 1, params);
     char *body;
 
-    if (res == NULL) {
+    if (res == NULL && strcmp(db_last_sqlstate(), "57014") == 0) {
+        *status = 503; /* cancelled after INSPECT_STATEMENT_TIMEOUT_MS */
+        body = strdup("database busy (query timed out), try again\n");
+    } else if (res == NULL) {
         *status = 500;
         body = strdup("query failed\n");
     } else if (PQntuples(res) == 0 || PQgetisnull(res, 0, 0)) {

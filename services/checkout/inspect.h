@@ -16,6 +16,10 @@
 #include "db_pool.h"
 #include "saga.h"
 
+/* How long a lookup or resume may wait (on a lock, say) before the server
+ * cancels it and the caller is told to try again. */
+#define INSPECT_STATEMENT_TIMEOUT_MS 5000
+
 struct inspect_context {
     struct db_pool *pool;
     const struct saga_config *saga;

@@ -52,7 +52,8 @@ int main(int argc, char **argv)
 
     service_configure(&spec, &settings, argc, argv);
     cfg.started_ms = backoff_now_ms();
-    inspect.pool = db_pool_new(settings.database_url, "checkout-inspect", 2, 0);
+    inspect.pool =
+        db_pool_new(settings.database_url, "checkout-inspect", 2, INSPECT_STATEMENT_TIMEOUT_MS);
     if (inspect.pool == NULL)
         return 1;
     spec.routes_arg = &inspect;

@@ -446,6 +446,47 @@ def test_a_service_that_cannot_reach_the_broker_is_alive_but_not_ready(store):
     assert http(admin, "GET", "/readyz", timeout=2) == (200, "ready\n")
 
 
+def test_a_saga_lookup_held_by_a_lock_holds_back_no_probe_and_gives_up_in_time(store):
+    # Checkout's admin port serves the probes Kubernetes restarts a pod by,
+    # and the operator's saga lookups. A lookup stuck behind a lock (an
+    # operator's transaction, a migration) must not hold the probes, nor wait
+    # for as long as the lock: it is cancelled after 5 s, and the caller is
+    # told to try again.
+    key = new_key()
+    assert store.checkout(key)[0] == 200
+    checkout_db = store.dbs["checkout"]
+    session = subprocess.Popen(["psql", checkout_db.owner_url, "-X", "-q", "-A", "-t",
+                                "-v", "ON_ERROR_STOP=1"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        session.stdin.write("BEGIN; LOCK TABLE saga_steps IN ACCESS EXCLUSIVE MODE; "
+                            "SELECT 'locked';\n")
+        session.stdin.flush()
+        assert session.stdout.readline().strip() == "locked"
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            lookup = pool.submit(saga_admin, store, "GET", f"/sagas/{key}")
+            wait_until(lambda: checkout_db.scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND application_name = 'checkout-inspect'") == "1", 10,
+                "the lookup to wait on the lock")
+            admin = f"http://127.0.0.1:{store.admin_ports['checkout']}"
+            for path in ("/healthz", "/readyz", "/metrics"):
+                try:
+                    status, _ = http(admin, "GET", path, timeout=2)
+                except OSError as err:
+                    pytest.fail(f"GET {path} not answered while a lookup waited: {err}")
+                assert status == 200, path
+            assert lookup.result(timeout=30) == \
+                (503, "database busy (query timed out), try again\n")
+            assert session.poll() is None, "the lock went before the lookup gave up"
+        session.stdin.write("ROLLBACK;\n")
+        session.stdin.flush()
+    finally:
+        session.stdin.close()
+        session.wait(timeout=10)
+    assert saga_of(store, key)["saga_id"] == key
+
+
 def test_the_admin_port_answers_head_and_refuses_other_methods_and_bodies(store):
     admin = f"http://127.0.0.1:{store.admin_ports['inventory']}"
     for path in ("/healthz", "/readyz", "/metrics"):
