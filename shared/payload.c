@@ -107,7 +107,9 @@ int payload_amount_times(const char *unit_price, const char *quantity, char *out
     for (; decimals < 2; decimals = decimals < 0 ? 1 : decimals + 1)
         cents *= 10;
     qty = strtoll(quantity, &end, 10);
-    if (*end != '\0' || qty <= 0 || qty > 1000000 || cents * qty >= 10000000000LL)
+    /* cents * qty < 10^10 (numeric(10,2)), checked without multiplying:
+     * the product of the largest price and quantity overflows 64 bits. */
+    if (*end != '\0' || qty <= 0 || qty > 1000000 || cents > 9999999999LL / qty)
         return -1;
     snprintf(out, outlen, "%lld.%02lld", cents * qty / 100, cents * qty % 100);
     return 0;

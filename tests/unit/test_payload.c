@@ -44,6 +44,10 @@ START_TEST(malformed_or_too_large_is_refused)
     ck_assert_str_eq(times("99999999.99", "1"), "99999999.99");
     ck_assert_str_eq(times("99999999.99", "2"), "error");
     ck_assert_str_eq(times("99999999999999999999", "1"), "error");
+    /* A product of price and quantity past 64 bits: refused, not wrapped. */
+    ck_assert_str_eq(times("100000000000", "1000000"), "error");
+    ck_assert_str_eq(times("92233720368.55", "1000000"), "error");
+    ck_assert_str_eq(times("0.01", "1000000"), "10000.00");
 }
 END_TEST
 
