@@ -258,7 +258,7 @@ int kafka_ensure_topics(const char *brokers, const char *const *topics, int part
     int rc = -1;
 
     for (const char *const *t = topics; *t && count < 64; t++) {
-        new_topics[count] = rd_kafka_NewTopic_new(*t, partitions, 1, err, errlen);
+        new_topics[count] = rd_kafka_NewTopic_new(*t, partitions, -1, err, errlen);
         if (new_topics[count] == NULL)
             goto out;
         count++;

@@ -60,7 +60,9 @@ rd_kafka_t *kafka_consumer_new(const struct kafka_settings *settings, const char
 
 /*
  * Creates each topic of the NULL-terminated array that does not exist yet,
- * with partitions partitions and replication factor 1. Existing topics are left
+ * with partitions partitions and the broker's default replication factor
+ * (default.replication.factor: 1 on the single local broker, more on a
+ * cluster). Existing topics are left
  * alone. Returns 0, or -1 with the reason in err (e.g. broker unreachable
  * within timeout_ms).
  */
