@@ -405,9 +405,13 @@ static void *relay_main(void *arg)
             int held = relay_try_lock(relay);
 
             if (held < 0) {
+                /* The connection may be fine and the server not (a full
+                 * lock table): reconnect with backoff, not at once. */
                 relay_disconnect(relay);
+                relay_wait(relay, backoff_next(&retry));
                 continue;
             }
+            backoff_reset(&retry);
             if (held == 0) {
                 relay_wait(relay, relay->cfg.standby_check_ms);
                 relay_drain_notifies(relay);

@@ -2,8 +2,10 @@
 idempotent consumer, dead-letter topic) against the real PostgreSQL and Kafka.
 Each test proves one claim of ARCHITECTURE.md's messaging rules."""
 
+import datetime
 import json
 import random
+import re
 import signal
 import subprocess
 import os
@@ -217,6 +219,46 @@ def test_two_relays_on_one_database_only_one_publishes_and_the_other_takes_over(
     assert try_metric(port_b, "outbox_published_total") == 100
     assert bed.effects() == (600, 1)
     assert relay_b.alive()
+
+
+def _failed_lock_queries(log_path):
+    """The times (seconds) at which the relay's lock query failed."""
+    times = []
+    with open(log_path, errors="replace") as log:
+        for line in log:
+            match = re.match(r'ts=(\S+)Z .*msg="query failed" what=relay lock ', line)
+            if match:
+                times.append(datetime.datetime.fromisoformat(match.group(1)).timestamp())
+    return times
+
+
+def test_a_relay_whose_lock_query_fails_retries_with_backoff_and_takes_the_lock_after(bed):
+    """The lock query can fail on a connection that is fine (a full lock
+    table; here EXECUTE on the function revoked). The relay then reconnects
+    with backoff, as after any failure, not as fast as the server accepts
+    connections, and takes the lock once the cause is gone."""
+    def as_superuser(sql):
+        subprocess.run(["bash", os.path.join(ROOT, "scripts", "pg.sh"), "psql", "-d",
+                        bed.db.name, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                       check=True, stdout=subprocess.DEVNULL)
+
+    port = free_port()
+    as_superuser("REVOKE EXECUTE ON FUNCTION pg_try_advisory_lock(bigint) FROM PUBLIC")
+    try:
+        relay = bed.spawn("relay", ADMIN_PORT=port)
+        wait_until(lambda: len(_failed_lock_queries(relay.log_path)) >= 5, 30,
+                   "five failed lock queries")
+        times = _failed_lock_queries(relay.log_path)[:5]
+        gaps = [round(b - a, 3) for a, b in zip(times, times[1:])]
+        print("gaps between failed lock queries:", gaps)
+        # The backoff's shortest waits (jittered) are 50, 100, 200, 400 ms.
+        assert all(gap >= 0.04 for gap in gaps) and gaps[-1] >= 0.3, gaps
+        assert try_metric(port, "outbox_relay_active") == 0
+    finally:
+        as_superuser("GRANT EXECUTE ON FUNCTION pg_try_advisory_lock(bigint) TO PUBLIC")
+    wait_until(lambda: try_metric(port, "outbox_relay_active") == 1, 10,
+               "the relay to take the lock")
+    assert relay.alive()
 
 
 def _first_seqs_by_key(messages):
