@@ -245,13 +245,14 @@ static char *printable_copy(const void *data, size_t len, size_t max)
  * "dead_letter" envelope in the outbox for <topic>.dlq, in one transaction.
  * A minimal letter leaves out the original value and takes the inbox id as
  * its key, which leaves little for the database to refuse. Returns
- * ATTEMPT_DONE, ATTEMPT_FAILED if the database refused it for good, or
- * ATTEMPT_TRANSIENT.
+ * ATTEMPT_DONE, ATTEMPT_FAILED if the database refused it for good (its
+ * SQLSTATE in refused_sqlstate), or ATTEMPT_TRANSIENT.
  */
 static enum attempt_result write_dead_letter(struct consumer *consumer,
                                              const rd_kafka_message_t *msg,
                                              const struct envelope *env, const char *inbox_id,
-                                             const char *error, int attempts, int minimal)
+                                             const char *error, int attempts, int minimal,
+                                             char refused_sqlstate[6])
 {
     const char *topic = logical_topic(consumer, msg);
     const char *key = env && !minimal ? env->saga_id : inbox_id;
@@ -308,6 +309,7 @@ static enum attempt_result write_dead_letter(struct consumer *consumer,
 failed:
     /* Read before the rollback, which clears the SQLSTATE. */
     refused = !db_last_failure_transient(consumer->conn);
+    snprintf(refused_sqlstate, 6, "%s", db_last_sqlstate());
     db_rollback(consumer->conn);
     envelope_free(&dead);
     return refused && !db_is_broken(consumer->conn) ? ATTEMPT_FAILED : ATTEMPT_TRANSIENT;
@@ -317,28 +319,30 @@ failed:
  * Records a poison message (write_dead_letter). Should the database refuse
  * that record for good, say by a constraint or trigger an operator added, a
  * minimal one is written instead, so that the partition keeps flowing and
- * the message can still be redriven while the topic holds it. Returns
- * ATTEMPT_DONE or ATTEMPT_TRANSIENT.
+ * the message can still be redriven while the topic holds it. The minimal
+ * letter has the same inbox row: one the database refuses holds the
+ * partition (without it the message could not be told apart from one never
+ * handled) until the cause is gone. Returns ATTEMPT_DONE or
+ * ATTEMPT_TRANSIENT.
  */
 static enum attempt_result consumer_dead_letter(struct consumer *consumer,
                                                 const rd_kafka_message_t *msg,
                                                 const struct envelope *env, const char *inbox_id,
                                                 const char *error, int attempts)
 {
-    char sqlstate[6], minimal_error[700];
+    char sqlstate[6] = "", minimal_error[700];
     enum attempt_result result =
-        write_dead_letter(consumer, msg, env, inbox_id, error, attempts, 0);
+        write_dead_letter(consumer, msg, env, inbox_id, error, attempts, 0, sqlstate);
 
     if (result != ATTEMPT_FAILED)
         return result;
-    snprintf(sqlstate, sizeof(sqlstate), "%s", db_last_sqlstate());
     log_error("msg=\"dead letter refused, writing a minimal one\" topic=%s partition=%d "
               "offset=%lld message_id=%s sqlstate=%s",
               logical_topic(consumer, msg), (int)msg->partition, (long long)msg->offset, inbox_id,
               sqlstate);
     snprintf(minimal_error, sizeof(minimal_error),
              "%.512s; the full dead letter was refused (SQLSTATE %s)", error, sqlstate);
-    result = write_dead_letter(consumer, msg, env, inbox_id, minimal_error, attempts, 1);
+    result = write_dead_letter(consumer, msg, env, inbox_id, minimal_error, attempts, 1, sqlstate);
     return result == ATTEMPT_DONE ? ATTEMPT_DONE : ATTEMPT_TRANSIENT;
 }
 

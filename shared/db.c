@@ -606,6 +606,11 @@ int db_commit(PGconn *conn)
         rc = 0;
     } else if (state != NULL && has_queued(state)) {
         rc = pipeline_commit(conn, state);
+    } else if (PQtransactionStatus(conn) == PQTRANS_INERROR) {
+        /* A statement of it failed (and its caller went on): PostgreSQL
+         * would answer the COMMIT with a ROLLBACK that reads as success. */
+        snprintf(last_sqlstate, sizeof(last_sqlstate), "25P02");
+        rc = -1;
     } else {
         rc = db_exec(conn, "commit", "COMMIT", 0, NULL);
     }

@@ -57,7 +57,7 @@ def test_queued_statements_fail_their_transaction_and_leave_the_connection_usabl
     lines = out.stdout.decode().splitlines()
     assert out.returncode == 0 and all(line.startswith("ok ") for line in lines), \
         out.stdout.decode() + out.stderr.decode()[-2000:]
-    assert len(lines) == 18
+    assert len(lines) == 19
 
 
 def test_message_delivered_twice_or_replayed_from_offset_zero_has_one_effect(bed):
@@ -187,6 +187,40 @@ def test_a_dead_letter_the_database_refuses_is_written_minimal_and_the_partition
     assert '"poison":true' in full["original_value"]
     outcomes = bed.db.query("SELECT outcome, count(*) FROM inbox GROUP BY 1 ORDER BY 1")
     assert outcomes == [["dead_letter", "2"], ["handled", "200"]]
+
+
+def test_a_dead_letter_whose_inbox_row_is_refused_holds_its_partition_and_says_why(bed):
+    """A dead letter's inbox row that the database refuses (a trigger an
+    operator added) cannot be left out, minimal letter or not: without it
+    the message could not be told apart from one never handled. The
+    partition waits, the log says why with the refusal's SQLSTATE, and once
+    the trigger is gone the letter is written and the partition flows."""
+    bed.spawn("relay")
+    consumer = bed.spawn("consume")
+    wait_until(lambda: bed.db.try_scalar("SELECT to_regclass('inbox') IS NOT NULL") == "t",
+               30, "the inbox table")
+    bed.db.query("CREATE FUNCTION refuse_dead_letters() RETURNS trigger LANGUAGE plpgsql AS "
+                 "$$ BEGIN RAISE EXCEPTION 'no dead letters here' USING ERRCODE = 'P0001'; "
+                 "END $$; CREATE TRIGGER refuse_dead_letters BEFORE INSERT ON inbox "
+                 "FOR EACH ROW WHEN (NEW.outcome = 'dead_letter') "
+                 "EXECUTE FUNCTION refuse_dead_letters()", as_owner=True)
+
+    def refusals():
+        with open(consumer.log_path, errors="replace") as log:
+            return [line for line in log
+                    if 'msg="dead letter refused, writing a minimal one"' in line]
+    try:
+        bed.run("poison", 1000007)
+        wait_until(lambda: len(refusals()) >= 2, 60, "the dead letter to be refused twice")
+        assert all(line.rstrip().endswith("sqlstate=P0001") for line in refusals()), refusals()
+        assert bed.db.scalar("SELECT count(*) FROM inbox WHERE outcome = 'dead_letter'") == "0"
+    finally:
+        bed.db.query("DROP TRIGGER refuse_dead_letters ON inbox", as_owner=True)
+    bed.run("write", 1, 50)
+    wait_for_effects(bed, 50, 60)
+    [letter] = wait_until(lambda: _dead_letters(bed, 1), 60, "the dead letter")
+    assert letter["payload"]["error"] == "poison payload rejected by handler"
+    assert bed.effects() == (50, 1)
 
 
 def _dead_letters(bed, expected):

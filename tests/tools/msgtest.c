@@ -575,6 +575,15 @@ static int cmd_pipeline(void)
                       pipeline_rows(conn) == -1 && strcmp(db_last_sqlstate(), "23514") == 0);
     failures += check("rollback_after_failure", db_rollback(conn) == 0 && db_idle(conn));
 
+    /* A failed statement whose caller went on anyway fails the COMMIT: an
+     * aborted transaction's COMMIT is answered by a ROLLBACK that reads as
+     * success, and nothing of the transaction may count as done. */
+    db_begin(conn);
+    pipeline_insert_later(conn, "9");
+    db_exec(conn, "bad cast", "SELECT $1::int", 1, bad);
+    failures += check("commit_after_a_failure_fails",
+                      db_commit(conn) != 0 && db_idle(conn) && pipeline_rows(conn) == 2);
+
     /* A statement first prepared in a pipeline that failed before it is
      * prepared again next time (bad input aborts the pipeline first). */
     db_begin(conn);
