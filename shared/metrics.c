@@ -117,11 +117,13 @@ void metrics_observe_ms(struct metric *m, double ms)
         return;
     for (i = 0; i < METRICS_BUCKETS - 1 && ms > bucket_bounds_ms[i]; i++)
         ;
-    /* Values beyond the last bound only count towards +Inf. */
+    /* The count before the bucket, and render_histogram reads them the
+     * other way round: a page rendered meanwhile never shows a bucket above
+     * +Inf. Values beyond the last bound only count towards +Inf. */
+    atomic_fetch_add(&m->value, 1);
+    atomic_fetch_add(&m->sum_us, (int_fast64_t)(ms * 1000.0));
     if (ms <= bucket_bounds_ms[i])
         atomic_fetch_add(&m->buckets[i], 1);
-    atomic_fetch_add(&m->sum_us, (int_fast64_t)(ms * 1000.0));
-    atomic_fetch_add(&m->value, 1);
 }
 
 int64_t metrics_value(const struct metric *m)
@@ -174,7 +176,7 @@ static const char *kind_name(enum metric_kind kind)
 
 static void render_histogram(struct text_buf *b, struct metric *m)
 {
-    int64_t cumulative = 0;
+    int64_t cumulative = 0, count;
     const char *sep = m->labels[0] ? "," : "";
 
     for (int i = 0; i < METRICS_BUCKETS; i++) {
@@ -182,12 +184,13 @@ static void render_histogram(struct text_buf *b, struct metric *m)
         buf_printf(b, "%s_bucket{%s%sle=\"%g\"} %lld\n", m->name, m->labels, sep,
                    bucket_bounds_ms[i], (long long)cumulative);
     }
-    buf_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %lld\n", m->name, m->labels, sep,
-               (long long)atomic_load(&m->value));
+    /* Read after the buckets, once: +Inf and _count are the same number. */
+    count = atomic_load(&m->value);
+    buf_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %lld\n", m->name, m->labels, sep, (long long)count);
     buf_printf(b, "%s_sum%s%s%s %.3f\n", m->name, m->labels[0] ? "{" : "", m->labels,
                m->labels[0] ? "}" : "", (double)atomic_load(&m->sum_us) / 1000.0);
     buf_printf(b, "%s_count%s%s%s %lld\n", m->name, m->labels[0] ? "{" : "", m->labels,
-               m->labels[0] ? "}" : "", (long long)atomic_load(&m->value));
+               m->labels[0] ? "}" : "", (long long)count);
 }
 
 char *metrics_render(size_t *len)

@@ -2,6 +2,9 @@
  * test_metrics.c - registration, updates and the Prometheus text rendering.
  */
 #include <check.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -83,6 +86,51 @@ START_TEST(histogram_buckets_are_cumulative)
 }
 END_TEST
 
+static atomic_int observing;
+
+/* Observes values past every finite bound but the last, until told to stop. */
+static void *observe_until_stopped(void *arg)
+{
+    while (atomic_load(&observing))
+        metrics_observe_ms(arg, 9000);
+    return NULL;
+}
+
+/* The value of series (a whole line's name part, e.g. "h_ms_count") in text. */
+static long long series_value(const char *text, const char *series)
+{
+    const char *at = strstr(text, series);
+
+    ck_assert_ptr_nonnull(at);
+    return atoll(at + strlen(series));
+}
+
+START_TEST(a_histogram_rendered_while_observed_stays_consistent)
+{
+    pthread_t threads[3];
+    struct metric *h;
+
+    metrics_reset_for_tests();
+    h = metrics_histogram("busy_ms", NULL, "Busy");
+    atomic_store(&observing, 1);
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(pthread_create(&threads[i], NULL, observe_until_stopped, h), 0);
+    for (int i = 0; i < 20000; i++) {
+        char *text = metrics_render(NULL);
+        long long finite = series_value(text, "busy_ms_bucket{le=\"10000\"} ");
+        long long inf = series_value(text, "busy_ms_bucket{le=\"+Inf\"} ");
+        long long count = series_value(text, "busy_ms_count ");
+
+        free(text);
+        ck_assert_msg(finite <= inf && inf == count,
+                      "render %d: le=10000 %lld, +Inf %lld, count %lld", i, finite, inf, count);
+    }
+    atomic_store(&observing, 0);
+    for (int i = 0; i < 3; i++)
+        pthread_join(threads[i], NULL);
+}
+END_TEST
+
 int main(void)
 {
     const TTest *const tests[] = {
@@ -90,6 +138,7 @@ int main(void)
         registering_twice_returns_the_same_metric,
         a_shared_gauge_sums_each_part_and_renders_negative_steps_right,
         histogram_buckets_are_cumulative,
+        a_histogram_rendered_while_observed_stays_consistent,
     };
 
     return run_tests("metrics", "core", tests, sizeof(tests) / sizeof(tests[0]));
