@@ -40,7 +40,7 @@ long backoff_cap(long base_ms, long max_ms, unsigned attempt)
     long cap = base_ms;
 
     for (unsigned i = 1; i < attempt && cap < max_ms; i++)
-        cap *= 2;
+        cap = cap > max_ms / 2 ? max_ms : cap * 2; /* never past max_ms, nor overflowing */
     return cap < max_ms ? cap : max_ms;
 }
 
@@ -72,6 +72,8 @@ struct timespec backoff_deadline(clockid_t clock, long ms)
 {
     struct timespec at;
 
+    if (ms < 0) /* already past: now, with tv_nsec in range */
+        ms = 0;
     clock_gettime(clock, &at);
     at.tv_sec += ms / 1000;
     at.tv_nsec += (ms % 1000) * 1000000L;

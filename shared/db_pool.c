@@ -61,6 +61,17 @@ static int set_statement_timeout(const struct db_pool *pool, PGconn *conn)
                    1, params);
 }
 
+/* Gives back a slot of the pool, with conn to keep for reuse if not NULL. */
+static void give_back(struct db_pool *pool, PGconn *conn)
+{
+    pthread_mutex_lock(&pool->lock);
+    pool->in_use--;
+    if (conn != NULL)
+        pool->idle[pool->idle_count++] = conn;
+    pthread_cond_signal(&pool->freed);
+    pthread_mutex_unlock(&pool->lock);
+}
+
 PGconn *db_pool_acquire(struct db_pool *pool, long wait_ms)
 {
     struct timespec deadline;
@@ -70,7 +81,8 @@ PGconn *db_pool_acquire(struct db_pool *pool, long wait_ms)
     deadline = backoff_deadline(CLOCK_REALTIME, wait_ms);
     pthread_mutex_lock(&pool->lock);
     while (pool->idle_count == 0 && pool->in_use >= pool->size) {
-        if (pthread_cond_timedwait(&pool->freed, &pool->lock, &deadline) == ETIMEDOUT) {
+        /* Any error ends the wait too (EINVAL would come straight back). */
+        if (pthread_cond_timedwait(&pool->freed, &pool->lock, &deadline) != 0) {
             pthread_mutex_unlock(&pool->lock);
             log_warn("msg=\"no database connection free\" pool_size=%d", pool->size);
             return NULL;
@@ -94,22 +106,19 @@ PGconn *db_pool_acquire(struct db_pool *pool, long wait_ms)
         conn = NULL;
     }
     if (conn == NULL)
-        db_pool_release(pool, NULL);
+        give_back(pool, NULL);
     return conn;
 }
 
 void db_pool_release(struct db_pool *pool, PGconn *conn)
 {
-    if (conn != NULL && (db_is_broken(conn) || !db_idle(conn))) {
+    if (conn == NULL) /* a failed acquire gave its slot back already */
+        return;
+    if (db_is_broken(conn) || !db_idle(conn)) {
         PQfinish(conn);
         conn = NULL;
     }
-    pthread_mutex_lock(&pool->lock);
-    pool->in_use--;
-    if (conn != NULL)
-        pool->idle[pool->idle_count++] = conn;
-    pthread_cond_signal(&pool->freed);
-    pthread_mutex_unlock(&pool->lock);
+    give_back(pool, conn);
 }
 
 void db_pool_free(struct db_pool *pool)

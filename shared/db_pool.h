@@ -25,7 +25,8 @@ struct db_pool *db_pool_new(const char *url, const char *app_name, int size,
 PGconn *db_pool_acquire(struct db_pool *pool, long wait_ms);
 
 /* Returns conn to the pool. A connection left inside a transaction or broken
- * is closed instead of reused. Accepts NULL. */
+ * is closed instead of reused. NULL (what a failed acquire returned) does
+ * nothing: that acquire gave its slot back itself. */
 void db_pool_release(struct db_pool *pool, PGconn *conn);
 
 /* Closes every connection and frees the pool. Accepts NULL. */

@@ -1,8 +1,10 @@
 /*
  * test_backoff.c - the retry schedule doubles, is capped, and its jitter
- * stays within [cap/2, cap].
+ * stays within [cap/2, cap]; deadlines for timed waits are well formed.
  */
 #include <check.h>
+#include <limits.h>
+#include <time.h>
 
 #include "backoff.h"
 #include "run_tests.h"
@@ -15,6 +17,28 @@ START_TEST(cap_doubles_until_the_maximum)
     ck_assert_int_eq(backoff_cap(100, 5000, 6), 3200);
     ck_assert_int_eq(backoff_cap(100, 5000, 7), 5000);
     ck_assert_int_eq(backoff_cap(100, 5000, 1000), 5000);
+    /* A maximum near the type's end: capped there, not overflowed. */
+    ck_assert_int_eq(backoff_cap(1, LONG_MAX, 100), LONG_MAX);
+    ck_assert_int_eq(backoff_cap(3, LONG_MAX - 1, 70), LONG_MAX - 1);
+}
+END_TEST
+
+START_TEST(a_deadline_is_well_formed_and_never_in_the_future_for_a_negative_wait)
+{
+    struct timespec before, at, after;
+
+    clock_gettime(CLOCK_REALTIME, &before);
+    at = backoff_deadline(CLOCK_REALTIME, -500);
+    clock_gettime(CLOCK_REALTIME, &after);
+    ck_assert(at.tv_nsec >= 0 && at.tv_nsec < 1000000000L);
+    ck_assert(at.tv_sec > before.tv_sec ||
+              (at.tv_sec == before.tv_sec && at.tv_nsec >= before.tv_nsec));
+    ck_assert(at.tv_sec < after.tv_sec ||
+              (at.tv_sec == after.tv_sec && at.tv_nsec <= after.tv_nsec));
+    for (long ms = 0; ms < 3000; ms += 137) {
+        at = backoff_deadline(CLOCK_REALTIME, ms);
+        ck_assert(at.tv_nsec >= 0 && at.tv_nsec < 1000000000L);
+    }
 }
 END_TEST
 
@@ -71,6 +95,7 @@ int main(void)
         delays_stay_within_the_jitter_window,
         jitter_varies_and_reset_restarts,
         bad_bounds_are_clamped,
+        a_deadline_is_well_formed_and_never_in_the_future_for_a_negative_wait,
     };
 
     return run_tests("backoff", "core", tests, sizeof(tests) / sizeof(tests[0]));
