@@ -1,12 +1,14 @@
 """The load generator as a client: with --retry it sends a refused call again
 with the same key, after the Retry-After the api asked for, or 100 ms when
-the answer had none. Run against a stand-in for the api's two purchase calls
+the answer had none; in open loop it starts every purchase scheduled before
+the end of the run, even when it was held up past it. Run against a stand-in for the api's two purchase calls
 that refuses each key's first checkout, so the retry is seen on the wire.
 (The store itself is driven by loadgen in the benchmarks, BENCHMARKS.md.)"""
 
 import http.server
 import json
 import os
+import signal
 import statistics
 import subprocess
 import threading
@@ -22,11 +24,13 @@ LOADGEN = os.path.join(BUILD_DIR, "tests", "loadgen")
 
 class RefusingOnce(http.server.ThreadingHTTPServer):
     """Answers each key's first POST /checkout/KEY with 503 (and Retry-After
-    when retry_after is set), the second with a payment id; every webhook
+    when retry_after is set; unless refuse_first is False), the second with a
+    payment id; every webhook
     with order 1. Keeps when each checkout call came, by key."""
 
-    def __init__(self, retry_after):
+    def __init__(self, retry_after, refuse_first=True):
         self.retry_after = retry_after
+        self.refuse_first = refuse_first
         self.calls = {}
         self.lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), Handler)
@@ -40,7 +44,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 calls = server.calls.setdefault(self.path, [])
                 calls.append(time.monotonic())
                 first = len(calls) == 1
-            if first:
+            if first and server.refuse_first:
                 self.answer(503, "Too many purchases in progress; retry in a moment\n",
                             server.retry_after)
             else:
@@ -87,3 +91,33 @@ def test_loadgen_retries_a_refused_checkout_after_the_delay_the_api_asked_for(
     # Never sooner than asked; the typical retry no later than the bound (the
     # median, so that one stall of the host does not decide it).
     assert len(gaps) >= 3 and min(gaps) >= least and statistics.median(gaps) <= most, gaps
+
+
+def test_an_open_loop_starts_every_purchase_scheduled_before_the_end_even_if_held_up(tmp_path):
+    # Open loop: a purchase is due at its scheduled time, whatever the
+    # generator was doing. Held up (here stopped) past the end of its run, it
+    # must still start the purchases that fell due meanwhile, measured from
+    # their schedule, not drop them.
+    server = RefusingOnce(None, refuse_first=False)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        report = tmp_path / "report.json"
+        proc = subprocess.Popen([LOADGEN, "--url", f"http://127.0.0.1:{server.server_port}",
+                                 "--rate", "50", "--duration", "2", "--json", str(report)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(2.0)
+        proc.send_signal(signal.SIGCONT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    finally:
+        server.shutdown()
+        server.server_close()
+    result = json.loads(report.read_text())
+    assert result["started"] == 100, result
+    # The ones held up waited about a second or more, from their schedule.
+    checkout = result["series"]["checkout"]
+    assert checkout["count"] == 100 and checkout["errors"] == 0, checkout
+    assert checkout["max"] >= 900, checkout

@@ -392,9 +392,10 @@ int main(int argc, char **argv)
         int running, queued;
         CURLMsg *msg;
 
-        /* Start what is due. */
-        while (now < end && count < MAX_IN_FLIGHT &&
-               (rate > 0 ? next_start <= now : (long)count < concurrency)) {
+        /* Start what is due. Open loop: every purchase scheduled before the
+         * end, even when the loop itself was held up past it. */
+        while (count < MAX_IN_FLIGHT && (rate > 0 ? next_start < end && next_start <= now
+                                                  : now < end && (long)count < concurrency)) {
             struct purchase *p = purchase_new(rate > 0 ? next_start : now, seq++);
 
             if (p == NULL)
@@ -409,7 +410,7 @@ int main(int argc, char **argv)
                 send_step(multi, in_flight[i], now);
             }
         }
-        if (now >= end && count == 0)
+        if (now >= end && count == 0 && (rate <= 0 || next_start >= end))
             break;
         curl_multi_perform(multi, &running);
         while ((msg = curl_multi_info_read(multi, &queued)) != NULL) {
