@@ -20,7 +20,7 @@ root=$(cd "$here/.." && pwd)
 url=${API_OWNER_DATABASE_URL:-$(grep -E '^API_OWNER_DATABASE_URL=' "$root/.local/secrets.env" | cut -d= -f2-)}
 group=${KAFKA_GROUP:-api}
 prefix=${KAFKA_TOPIC_PREFIX:-}
-brokers=${KAFKA_BROKERS:-127.0.0.1:9092}
+brokers=${KAFKA_BROKERS:-127.0.0.1:${KAFKA_PORT:-9092}}
 supervised=0
 if [ "${SKIP_SUPERVISOR:-0}" != 1 ] && bash "$here/services.sh" status api >/dev/null 2>&1; then
   supervised=1

@@ -44,7 +44,7 @@ role=${url#*://}
 role=${role%%[:@]*}
 group=${KAFKA_GROUP:-$service}
 prefix=${KAFKA_TOPIC_PREFIX:-}
-brokers=${KAFKA_BROKERS:-127.0.0.1:9092}
+brokers=${KAFKA_BROKERS:-127.0.0.1:${KAFKA_PORT:-9092}}
 case "$service" in
 api) topics="checkout.events inventory.events dispatch.events" ;;
 checkout) topics="checkout.commands inventory.events payment.events dispatch.events" ;;

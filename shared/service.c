@@ -79,6 +79,8 @@ static int service_arguments(const struct service_spec *spec, int argc, char **a
         config_print_help(stdout, table, count);
         printf("  CRASH_AT (default \"\")\n      fault injection for tests: a crash point name, "
                "see shared/crashpoint.h\n");
+        printf("  FAULT_AT (default \"\")\n      fault injection for tests: a fault point name, "
+               "see shared/crashpoint.h\n");
         exit(0);
     }
     fprintf(stderr,
