@@ -300,10 +300,13 @@ static enum attempt_result write_dead_letter(struct consumer *consumer,
         goto failed;
     envelope_free(&dead);
     if (claimed == 1) {
+        char quoted[1024];
+
         metrics_inc(consumer->m_dead);
         log_error("msg=\"message dead-lettered\" topic=%s partition=%d offset=%lld "
                   "message_id=%s attempts=%d error=\"%s\"",
-                  topic, (int)msg->partition, (long long)msg->offset, inbox_id, attempts, error);
+                  topic, (int)msg->partition, (long long)msg->offset, inbox_id, attempts,
+                  log_quote(quoted, sizeof(quoted), error, strlen(error)));
     }
     return ATTEMPT_DONE;
 failed:
@@ -399,7 +402,7 @@ static int consumer_process(struct consumer *consumer, const rd_kafka_message_t 
 {
     struct envelope env;
     char decode_err[256], err[512], key[ENVELOPE_KEY_MAX], traceparent[64];
-    char inbox_id[320], last_error[512] = "";
+    char inbox_id[320], last_error[512] = "", quoted_type[160], quoted_err[1024];
     struct consumer_message cmsg;
     int decoded, failures = 0;
 
@@ -435,9 +438,11 @@ static int consumer_process(struct consumer *consumer, const rd_kafka_message_t 
         if (result == ATTEMPT_FAILED) {
             failures++;
             snprintf(last_error, sizeof(last_error), "%s", err);
-            log_warn("msg=\"handler failed\" topic=%s offset=%lld message_id=%s type=%s "
+            log_warn("msg=\"handler failed\" topic=%s offset=%lld message_id=%s type=\"%s\" "
                      "attempt=%d error=\"%s\"",
-                     cmsg.topic, (long long)msg->offset, env.id, env.type, failures, err);
+                     cmsg.topic, (long long)msg->offset, env.id,
+                     log_quote(quoted_type, sizeof(quoted_type), env.type, strlen(env.type)),
+                     failures, log_quote(quoted_err, sizeof(quoted_err), err, strlen(err)));
             /* Keep the reason for the dead letter written on the last round. */
             if (failures >= consumer->cfg.max_attempts) {
                 result = consumer_dead_letter(consumer, msg, &env, env.id, last_error, failures);

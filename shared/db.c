@@ -115,7 +115,7 @@ PGconn *db_connect(const char *url, const char *app_name, char *err, size_t errl
 
         while (len > 0 && msg[len - 1] == '\n')
             len--;
-        snprintf(err, errlen, "%.*s", (int)len, msg);
+        log_quote(err, errlen, msg, len); /* callers log it as error="..." */
         PQfinish(conn);
         return NULL;
     }
@@ -131,6 +131,7 @@ static void note_failure(PGconn *conn, const char *what, PGresult *res)
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(conn);
     size_t len = strlen(msg);
+    char quoted[1024];
 
     snprintf(last_sqlstate, sizeof(last_sqlstate), "%s", state ? state : "");
     /* A failover can leave a connection on a server that is now a standby:
@@ -143,14 +144,14 @@ static void note_failure(PGconn *conn, const char *what, PGresult *res)
     }
     while (len > 0 && msg[len - 1] == '\n')
         len--;
+    log_quote(quoted, sizeof(quoted), msg, len);
     /* Duplicate keys are often expected (idempotency: a redelivered
      * message's inbox row); the caller decides, and logs what matters. */
     if (state != NULL && strcmp(state, "23505") == 0)
-        log_debug("msg=\"query failed\" what=%s sqlstate=%s error=\"%.*s\"", what, state, (int)len,
-                  msg);
+        log_debug("msg=\"query failed\" what=%s sqlstate=%s error=\"%s\"", what, state, quoted);
     else
-        log_warn("msg=\"query failed\" what=%s sqlstate=%s error=\"%.*s\"", what,
-                 state ? state : "none", (int)len, msg);
+        log_warn("msg=\"query failed\" what=%s sqlstate=%s error=\"%s\"", what,
+                 state ? state : "none", quoted);
 }
 
 /*

@@ -88,9 +88,30 @@ void log_write(enum log_level level, const char *fmt, ...)
     va_end(ap);
 }
 
+char *log_quote(char *out, size_t cap, const char *text, size_t len)
+{
+    size_t n = 0;
+
+    if (cap == 0)
+        return out;
+    for (size_t i = 0; i < len && text[i] != '\0'; i++) {
+        unsigned char c = (unsigned char)text[i];
+        int escaped = c == '"' || c == '\\';
+
+        if (n + (escaped ? 2 : 1) >= cap)
+            break;
+        if (escaped)
+            out[n++] = '\\';
+        out[n++] = c < 0x20 || c == 0x7f ? ' ' : (char)c;
+    }
+    out[n] = '\0';
+    return out;
+}
+
 void log_rdkafka_cb(const void *rk, int syslog_level, const char *facility, const char *buf)
 {
     enum log_level level = LOG_LEVEL_DEBUG;
+    char detail[1024];
 
     (void)rk;
     if (syslog_level <= 3)
@@ -100,16 +121,19 @@ void log_rdkafka_cb(const void *rk, int syslog_level, const char *facility, cons
     else if (syslog_level <= 6)
         level = LOG_LEVEL_INFO;
     if (log_enabled(level))
-        log_write(level, "msg=\"librdkafka\" facility=%s detail=\"%s\"", facility, buf);
+        log_write(level, "msg=\"librdkafka\" facility=%s detail=\"%s\"", facility,
+                  log_quote(detail, sizeof(detail), buf, strlen(buf)));
 }
 
 void log_pq_notice(void *arg, const char *message)
 {
     size_t len = strlen(message);
+    char detail[1024];
 
     (void)arg;
     /* libpq notices end in a newline; drop it to keep one line per event. */
     while (len > 0 && message[len - 1] == '\n')
         len--;
-    log_info("msg=\"postgres notice\" detail=\"%.*s\"", (int)len, message);
+    log_info("msg=\"postgres notice\" detail=\"%s\"",
+             log_quote(detail, sizeof(detail), message, len));
 }

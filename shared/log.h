@@ -11,6 +11,7 @@
 #define SHARED_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 enum log_level { LOG_LEVEL_DEBUG = 0, LOG_LEVEL_INFO, LOG_LEVEL_WARN, LOG_LEVEL_ERROR };
 
@@ -46,6 +47,13 @@ void log_vwrite(enum log_level level, const char *fmt, va_list ap);
             log_write(LOG_LEVEL_WARN, __VA_ARGS__);                                                \
     } while (0)
 #define log_error(...) log_write(LOG_LEVEL_ERROR, __VA_ARGS__)
+
+/* Copies len bytes of text into out (cap bytes, NUL-terminated) for use
+ * inside a quoted value: '"' and '\\' are escaped with a backslash, other
+ * control bytes become spaces, and a cut never splits an escape. libpq's
+ * messages quote names ('relation "inbox"'), which would otherwise end the
+ * value early. Returns out. */
+char *log_quote(char *out, size_t cap, const char *text, size_t len);
 
 /* librdkafka log callback: install with rd_kafka_conf_set_log_cb(). The
  * rd_kafka_t pointer is declared void here so this header does not pull in
