@@ -354,7 +354,9 @@ int kafka_keep_ms(const char *retention_ms, const char *segment_ms, const char *
         *keep_ms = -1;
         return 0;
     }
-    if (retention > LLONG_MAX - segment) {
+    /* Past a century ("practically for ever"), the database could not even
+     * reckon back that far (now() - keep_ms ms runs out of range). */
+    if (retention > KAFKA_KEEP_FOREVER_MS - segment) {
         *keep_ms = -1;
         return 0;
     }

@@ -89,9 +89,11 @@ int kafka_topic_is_led(const struct rd_kafka_metadata *md, const char *topic);
  * segment is deleted once its newest message is older than retention_ms, and
  * a segment is closed at the latest segment_ms after its first message, so
  * retention_ms + segment_ms. Sets *keep_ms to that, or to -1 when messages
- * are kept for ever (retention.ms -1, or cleanup.policy "compact" without
- * "delete"). Returns 0, or -1 when a value is missing or not a number.
+ * are kept for ever (retention.ms -1, cleanup.policy "compact" without
+ * "delete", or a sum past KAFKA_KEEP_FOREVER_MS). Returns 0, or -1 when a
+ * value is missing or not a number.
  */
+#define KAFKA_KEEP_FOREVER_MS (100LL * 365 * 24 * 3600 * 1000) /* a century */
 int kafka_keep_ms(const char *retention_ms, const char *segment_ms, const char *cleanup_policy,
                   long long *keep_ms);
 

@@ -36,6 +36,14 @@ START_TEST(unlimited_retention_or_compaction_alone_keeps_for_ever)
     keep = 0;
     ck_assert_int_eq(kafka_keep_ms("9223372036854775807", "604800000", "delete", &keep), 0);
     ck_assert_int_eq(keep, -1);
+    /* "Practically for ever": the inbox pruner could not reckon back that
+     * far, so it is for ever. A century less a segment still counts. */
+    ck_assert_int_eq(kafka_keep_ms("1000000000000000", "604800000", "delete", &keep), 0);
+    ck_assert_int_eq(keep, -1);
+    ck_assert_int_eq(kafka_keep_ms("3152995200000", "604800000", "delete", &keep), 0);
+    ck_assert_int_eq(keep, KAFKA_KEEP_FOREVER_MS);
+    ck_assert_int_eq(kafka_keep_ms("3152995200001", "604800000", "delete", &keep), 0);
+    ck_assert_int_eq(keep, -1);
 }
 END_TEST
 
