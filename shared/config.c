@@ -4,6 +4,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -34,7 +35,10 @@ int config_parse_long(const char *text, long min, long max, long *out)
     char *end;
     long value;
 
-    if (text == NULL || *text == '\0')
+    /* Digits with an optional minus, nothing else: strtol alone would take
+     * leading blanks (a stray newline in a secret) and a plus. */
+    if (text == NULL ||
+        !(isdigit((unsigned char)text[0]) || (text[0] == '-' && isdigit((unsigned char)text[1]))))
         return -1;
     errno = 0;
     value = strtol(text, &end, 10);

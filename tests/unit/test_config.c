@@ -89,6 +89,12 @@ START_TEST(integers_must_parse_whole)
     ck_assert_int_eq(config_parse_long("", 0, 100, &out), -1);
     ck_assert_int_eq(config_parse_long("-1", 0, 100, &out), -1);
     ck_assert_int_eq(config_parse_long("99999999999999999999999", 0, 100, &out), -1);
+    ck_assert_int_eq(config_parse_long(" 12", 0, 100, &out), -1);
+    ck_assert_int_eq(config_parse_long("\n12", 0, 100, &out), -1);
+    ck_assert_int_eq(config_parse_long("+12", 0, 100, &out), -1);
+    ck_assert_int_eq(config_parse_long("-", -10, 100, &out), -1);
+    ck_assert_int_eq(config_parse_long("-5", -10, 100, &out), 0);
+    ck_assert_int_eq(out, -5);
 }
 END_TEST
 
