@@ -156,7 +156,11 @@ def one_run(target, args):
         after = [s[key] for s in rows if s["due_ms"] + s[key] >= killed_at_ms]
         return before, after
 
-    decided_before, decided_after = split("decided_ms", samples)
+    # Only purchases whose order was decided have a time to a decision: one
+    # that failed or sold out first (decided_ms 0) is counted under "failed"
+    # or not at all, never as a 0 ms decision.
+    decided_before, decided_after = split(
+        "decided_ms", [s for s in samples if s["decided_ms"] > 0])
     dispatched_before, dispatched_after = split(
         "total_ms", [s for s in samples if s["paid"] == "1" and s["outcome"] == "completed"])
     audit = subprocess.run(["python3", os.path.join(ROOT, "scripts", "audit.py"), "--grace",
