@@ -121,3 +121,60 @@ def test_an_open_loop_starts_every_purchase_scheduled_before_the_end_even_if_hel
     checkout = result["series"]["checkout"]
     assert checkout["count"] == 100 and checkout["errors"] == 0, checkout
     assert checkout["max"] >= 900, checkout
+
+
+class SoldOutOnce(http.server.ThreadingHTTPServer):
+    """Answers the first checkout 409 (sold out), the others with a payment
+    id; takes restock_s to answer the restock that follows."""
+
+    request_queue_size = 256  # a burst of calls is queued, not refused
+
+    def __init__(self, restock_s):
+        self.restock_s = restock_s
+        self.checkouts = 0
+        self.restocks = 0
+        self.lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), SoldOutHandler)
+
+
+class SoldOutHandler(Handler):
+    def do_POST(self):
+        server = self.server
+        if self.path == "/restock":
+            with server.lock:
+                server.restocks += 1
+            time.sleep(server.restock_s)
+            self.answer(200, "Restocked successfully\n")
+        elif self.path.startswith("/checkout/"):
+            with server.lock:
+                server.checkouts += 1
+                first = server.checkouts == 1
+            if first:
+                self.answer(409, "Out of stock\n")
+            else:
+                self.answer(200, str(uuid.uuid4()))
+        else:
+            self.answer(200, "1")
+
+
+def test_a_slow_restock_holds_back_no_purchase(tmp_path):
+    # Sold out, the generator restocks; the restock taking 2 s must neither
+    # delay the calls in flight nor the purchases falling due meanwhile.
+    server = SoldOutOnce(2.0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        report = tmp_path / "report.json"
+        out = subprocess.run([LOADGEN, "--url", f"http://127.0.0.1:{server.server_port}",
+                              "--rate", "50", "--duration", "3", "--json", str(report)],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    result = json.loads(report.read_text())
+    checkout = result["series"]["checkout"]
+    assert result["sold_out"] == 1 and server.restocks == 1, result
+    assert checkout["count"] == 149 and checkout["errors"] == 0, checkout
+    # A 2 s wait for the restock would show in the calls due during it.
+    assert checkout["max"] < 1000, checkout

@@ -169,19 +169,33 @@ static void purchase_free(struct purchase *p)
     free(p);
 }
 
-/* POST /restock, blocking: rare (once per 100 sales), so kept simple. */
-static void restock(void)
+/* The restock under way, if any: on the multi handle like the purchases,
+ * so the loop never waits for it (a wait would be charged to the calls in
+ * flight meanwhile, and hold back the purchases falling due). */
+static CURL *restock_easy;
+
+/* POST /restock without waiting for it; one already under way covers the
+ * sales that sold out meanwhile. */
+static void restock(CURLM *multi)
 {
     char url[512];
-    CURL *easy = curl_easy_init();
 
+    if (restock_easy != NULL || (restock_easy = curl_easy_init()) == NULL)
+        return;
     snprintf(url, sizeof(url), "%s/restock", base_url);
-    curl_easy_setopt(easy, CURLOPT_URL, url);
-    curl_easy_setopt(easy, CURLOPT_POSTFIELDS, "");
-    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, 30000L);
-    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, discard);
-    curl_easy_perform(easy);
-    curl_easy_cleanup(easy);
+    curl_easy_setopt(restock_easy, CURLOPT_URL, url);
+    curl_easy_setopt(restock_easy, CURLOPT_POSTFIELDS, "");
+    curl_easy_setopt(restock_easy, CURLOPT_TIMEOUT_MS, 30000L);
+    curl_easy_setopt(restock_easy, CURLOPT_WRITEFUNCTION, discard);
+    curl_multi_add_handle(multi, restock_easy);
+}
+
+/* Ends the restock under way. */
+static void restock_done(CURLM *multi)
+{
+    curl_multi_remove_handle(multi, restock_easy);
+    curl_easy_cleanup(restock_easy);
+    restock_easy = NULL;
 }
 
 /* The series whose latency and errors a step counts in. */
@@ -213,7 +227,7 @@ static int on_done(CURLM *multi, struct purchase *p, CURLcode result, double now
         /* Sold out (the store holds 100 widgets): restock and go on. */
         sold_out_count++;
         write_sample(p, "sold_out", now);
-        restock();
+        restock(multi);
         return 1;
     }
     if (result != CURLE_OK || status != 200) {
@@ -418,6 +432,10 @@ int main(int argc, char **argv)
 
             if (msg->msg != CURLMSG_DONE)
                 continue;
+            if (msg->easy_handle == restock_easy) {
+                restock_done(multi);
+                continue;
+            }
             curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&p);
             if (on_done(multi, p, msg->data.result, now_ms())) {
                 for (size_t i = 0; i < count; i++) {
@@ -447,6 +465,8 @@ int main(int argc, char **argv)
         if (samples_file)
             fclose(samples_file);
     }
+    if (restock_easy != NULL)
+        restock_done(multi);
     curl_multi_cleanup(multi);
     curl_global_cleanup();
     free(in_flight);
