@@ -969,6 +969,22 @@ def test_each_service_role_may_only_read_and_write_rows_of_its_own_database(stor
         assert denied.returncode != 0 and "permission denied" in denied.stderr, denied.stderr
 
 
+def test_provisioning_again_gives_no_service_role_back_what_it_may_not_do(store):
+    # scripts/pg.sh provisions on every start, and Kubernetes' db-setup Job
+    # on every apply, while the services run on: that must not give a
+    # service's role back the rights its privileges.sql took away.
+    for service, db in store.dbs.items():
+        subprocess.run(["bash", os.path.join(ROOT, "scripts", "pg.sh"), "createdb", db.name],
+                       check=True, stdout=subprocess.DEVNULL)
+        for sql in ROLE_CANNOT["common"] + ROLE_CANNOT[service]:
+            with pytest.raises(subprocess.CalledProcessError) as refused:
+                db.query(sql)
+            assert "permission denied" in refused.value.stderr, f"{service}: {sql}"
+    # What each service does, it still may.
+    _, order_id = buy(store)
+    store.wait_order_status(order_id, 1, timeout=60)
+
+
 def listening_addresses(port):
     """Local addresses with a TCP socket listening on port, from /proc/net."""
     found = set()
