@@ -39,12 +39,7 @@ fi
 [ -n "$url" ] || die "no database URL: pass one, set $key, or run scripts/pg.sh init"
 command -v psql >/dev/null || die "psql not found (run scripts/install-deps.sh)"
 
-# Keep the password out of the process list: move it from the URL to PGPASSWORD.
-if [[ "$url" =~ ^(postgres(ql)?://)([^:@/]+):([^@/]*)@(.*)$ ]]; then
-  PGPASSWORD="$(printf '%b' "${BASH_REMATCH[4]//%/\\x}")"
-  export PGPASSWORD
-  url="${BASH_REMATCH[1]}${BASH_REMATCH[3]}@${BASH_REMATCH[5]}"
-fi
+hide_password url
 
 files=()
 versions=()

@@ -16,6 +16,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
+# shellcheck source=lib/common.sh
+source "$here/lib/common.sh"
 
 url=${API_OWNER_DATABASE_URL:-$(grep -E '^API_OWNER_DATABASE_URL=' "$root/.local/secrets.env" | cut -d= -f2-)}
 group=${KAFKA_GROUP:-api}
@@ -28,6 +30,7 @@ if [ "${SKIP_SUPERVISOR:-0}" != 1 ] && bash "$here/services.sh" status api >/dev
 fi
 
 echo "rebuild: emptying the read model"
+hide_password url
 psql "$url" -X -q -v ON_ERROR_STOP=1 <<'SQL'
 BEGIN;
 TRUNCATE products, orders, order_progress, restock_acks, inbox;

@@ -16,6 +16,8 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
+# shellcheck source=lib/common.sh
+source "$here/lib/common.sh"
 [ $# -eq 2 ] || { sed -n '2,15p' "$0" >&2; exit 2; }
 service=$1 file=$2
 # A restore is only as good as the replay that follows it: the service must
@@ -64,6 +66,7 @@ if [ "${SKIP_SUPERVISOR:-0}" != 1 ] && bash "$here/services.sh" status "$service
   bash "$here/services.sh" stop "$service"
 fi
 
+hide_password owner_url
 echo "restore: replacing the $service database with $file"
 psql "$owner_url" -X -q -v ON_ERROR_STOP=1 -v role="$role" <<'SQL'
 DROP SCHEMA public CASCADE;

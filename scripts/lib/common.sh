@@ -28,3 +28,15 @@ now_ms() {
   local t="${EPOCHREALTIME//[!0-9]/}"
   echo $((t / 1000))
 }
+
+# Moves the password out of the PostgreSQL URL held by the variable named $1
+# into PGPASSWORD (exported), so that it stays out of the process list
+# (ps, /proc/*/cmdline) of the psql, pg_dump or pg_restore it is passed to.
+hide_password() { # VARIABLE-NAME
+  local -n hidden_url=$1
+  if [[ "$hidden_url" =~ ^(postgres(ql)?://)([^:@/]+):([^@/]*)@(.*)$ ]]; then
+    PGPASSWORD="$(printf '%b' "${BASH_REMATCH[4]//%/\\x}")"
+    export PGPASSWORD
+    hidden_url="${BASH_REMATCH[1]}${BASH_REMATCH[3]}@${BASH_REMATCH[5]}"
+  fi
+}

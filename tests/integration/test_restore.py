@@ -4,6 +4,7 @@ time, and every invariant holds afterwards."""
 
 import json
 import os
+import stat
 import subprocess
 import uuid
 
@@ -46,10 +47,14 @@ def operator_env(stack, service):
 
 
 def backup(stack, service):
-    """Dumps service's database; returns the dump's path."""
-    return subprocess.run(["bash", os.path.join(ROOT, "scripts", "backup.sh"), service],
+    """Dumps service's database; returns the dump's path. A dump holds the
+    whole database: only its owner may read it, or the directory."""
+    dump = subprocess.run(["bash", os.path.join(ROOT, "scripts", "backup.sh"), service],
                           env=operator_env(stack, service), check=True, capture_output=True,
                           text=True).stdout.strip()
+    assert stat.S_IMODE(os.stat(dump).st_mode) == 0o600, oct(os.stat(dump).st_mode)
+    assert stat.S_IMODE(os.stat(os.path.dirname(dump)).st_mode) == 0o700
+    return dump
 
 
 def restore(stack, service, dump):
