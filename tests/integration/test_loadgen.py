@@ -5,6 +5,7 @@ the end of the run, even when it was held up past it. Run against a stand-in for
 that refuses each key's first checkout, so the retry is seen on the wire.
 (The store itself is driven by loadgen in the benchmarks, BENCHMARKS.md.)"""
 
+import contextlib
 import http.server
 import json
 import os
@@ -20,6 +21,18 @@ import pytest
 from harness import BUILD_DIR
 
 LOADGEN = os.path.join(BUILD_DIR, "tests", "loadgen")
+
+
+@contextlib.contextmanager
+def serving(server):
+    """Runs server in a thread for the block's duration."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 class RefusingOnce(http.server.ThreadingHTTPServer):
@@ -70,18 +83,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
 def test_loadgen_retries_a_refused_checkout_after_the_delay_the_api_asked_for(
         tmp_path, retry_after, least, most):
     server = RefusingOnce(retry_after)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         report = tmp_path / "report.json"
         out = subprocess.run([LOADGEN, "--url", f"http://127.0.0.1:{server.server_port}",
                               "--concurrency", "1", "--duration", "6", "--retry", "10",
                               "--json", str(report)],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
-    finally:
-        server.shutdown()
-        server.server_close()
     checkout = json.loads(report.read_text())["series"]["checkout"]
     assert checkout["errors"] == 0 and checkout["retries"] == len(server.calls) >= 1, checkout
     gaps = []
@@ -99,9 +107,7 @@ def test_an_open_loop_starts_every_purchase_scheduled_before_the_end_even_if_hel
     # must still start the purchases that fell due meanwhile, measured from
     # their schedule, not drop them.
     server = RefusingOnce(None, refuse_first=False)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         report = tmp_path / "report.json"
         proc = subprocess.Popen([LOADGEN, "--url", f"http://127.0.0.1:{server.server_port}",
                                  "--rate", "50", "--duration", "2", "--json", str(report)],
@@ -112,9 +118,6 @@ def test_an_open_loop_starts_every_purchase_scheduled_before_the_end_even_if_hel
         proc.send_signal(signal.SIGCONT)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
-    finally:
-        server.shutdown()
-        server.server_close()
     result = json.loads(report.read_text())
     assert result["started"] == 100, result
     # The ones held up waited about a second or more, from their schedule.
@@ -161,17 +164,12 @@ def test_a_slow_restock_holds_back_no_purchase(tmp_path):
     # Sold out, the generator restocks; the restock taking 2 s must neither
     # delay the calls in flight nor the purchases falling due meanwhile.
     server = SoldOutOnce(2.0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(server):
         report = tmp_path / "report.json"
         out = subprocess.run([LOADGEN, "--url", f"http://127.0.0.1:{server.server_port}",
                               "--rate", "50", "--duration", "3", "--json", str(report)],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
-    finally:
-        server.shutdown()
-        server.server_close()
     result = json.loads(report.read_text())
     checkout = result["series"]["checkout"]
     assert result["sold_out"] == 1 and server.restocks == 1, result
