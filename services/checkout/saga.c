@@ -878,22 +878,19 @@ static int fire_due_timer(PGconn *conn, struct saga_config *cfg)
 static int fire_overdue_step(PGconn *conn, struct saga_config *cfg)
 {
     char saga_id[ENVELOPE_KEY_MAX];
-    int rc;
+    int found, rc;
 
     if (db_begin(conn) != 0)
         return -1;
-    rc = step_overdue(conn, cfg, saga_id, sizeof(saga_id));
-    if (rc == 0) {
+    found = step_overdue(conn, cfg, saga_id, sizeof(saga_id));
+    if (found == 0) {
         db_rollback(conn);
         return 0;
     }
-    if (rc > 0) {
-        rc = commit_fired(conn, fire_step_timeout(conn, cfg, saga_id));
-        if (rc < 0)
-            pass_over(cfg, saga_id);
-        return rc;
-    }
-    return commit_fired(conn, rc);
+    rc = commit_fired(conn, found > 0 ? fire_step_timeout(conn, cfg, saga_id) : -1);
+    if (rc < 0 && found > 0)
+        pass_over(cfg, saga_id);
+    return rc;
 }
 
 int saga_fire_timers(PGconn *conn, void *arg)
