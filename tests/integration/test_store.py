@@ -611,6 +611,13 @@ def blocked(db, table, check):
         db.query(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS test_blocks", as_owner=True)
 
 
+def failing_step(db, saga_id, event):
+    """Recording event in saga_id's step history fails every time while the
+    block runs, and so does the transition that records it (a constraint on
+    checkout's saga_steps stands in for a bug)."""
+    return blocked(db, "saga_steps", f"saga_id <> '{saga_id}' OR event <> '{event}'")
+
+
 @contextlib.contextmanager
 def restarted_with(store, service, **env):
     """service runs with env added for the block's duration, then as before."""
@@ -1509,8 +1516,7 @@ def test_a_step_timeout_that_keeps_failing_does_not_hold_back_due_timers(store):
         store.stop(["inventory"])
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             try:
-                with blocked(db, "saga_steps",
-                             f"saga_id <> '{key}' OR event <> 'step_timeout'"):
+                with failing_step(db, key, "step_timeout"):
                     call = pool.submit(store.checkout, key)
                     wait_until(lambda: db.scalar(
                         f"SELECT updated_at < now() - interval '4 seconds' FROM sagas "
@@ -1537,7 +1543,7 @@ def test_a_payment_timeout_that_keeps_failing_does_not_hold_back_later_ones(stor
     # it still fires; once the cause is gone, the first one fires too.
     db = store.dbs["checkout"]
     first, second = new_key(), new_key()
-    with blocked(db, "saga_steps", f"saga_id <> '{first}' OR event <> 'payment_timeout'"):
+    with failing_step(db, first, "payment_timeout"):
         for key in (first, second):
             status, body = store.checkout(key)
             assert status == 200, body
@@ -1560,8 +1566,7 @@ def test_a_step_timeout_that_keeps_failing_does_not_hold_back_other_overdue_step
         store.stop(["inventory"])
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             try:
-                with blocked(db, "saga_steps",
-                             f"saga_id <> '{first}' OR event <> 'step_timeout'"):
+                with failing_step(db, first, "step_timeout"):
                     call = pool.submit(store.checkout, first)
                     wait_until(lambda: db.scalar(
                         f"SELECT count(*) FROM sagas WHERE saga_id = '{first}'") == "1", 20,
